@@ -1,0 +1,132 @@
+"""Background work finishes before the invocation does.
+
+Two kinds: what the handler registered with `context.defer(...)`, run one item after another
+in registration order once the handler has returned or raised; and asyncio tasks the handler
+created and left running. Tasks are attributed to the invocation that created them by a task
+factory that reads the current invocation from a ContextVar (tasks inherit the creator's
+context), so nothing depends on diffing `asyncio.all_tasks()`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+from .context import _current
+from .logs import logger
+from .resources import _is_awaitable
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .context import ExecutionContext, LambdaContext
+
+
+def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
+    """Make `loop` record each task created during an invocation on that invocation (idempotent)."""
+    previous = loop.get_task_factory()
+    if getattr(previous, "_lambdify", False):
+        return
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        import asyncio
+
+        task = previous(loop, coro, **kwargs) if previous is not None else asyncio.Task(coro, loop=loop, **kwargs)
+        lc = _current.get(None)
+        if lc is not None and not lc._done:
+            if lc._tasks is None:
+                lc._tasks = set()
+            lc._tasks.add(task)
+        return task
+
+    factory._lambdify = True  # type: ignore[attr-defined]
+    loop.set_task_factory(factory)  # type: ignore[arg-type]
+
+
+def _failed(ctx: ExecutionContext, lc: LambdaContext, what: str, exc: BaseException) -> None:
+    ctx._function._count("deferred_errors")
+    logger.error(
+        "RequestId: %s deferred %s failed: %s: %s",
+        lc.aws_request_id,
+        what,
+        type(exc).__name__,
+        exc,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+
+
+def _describe(item: Any) -> str:
+    return getattr(item, "__qualname__", None) or repr(item)
+
+
+def flush_here(ctx: ExecutionContext, lc: LambdaContext) -> None:
+    """Run the deferred work of a loop-less context, on its own thread."""
+    deferred = lc._deferred
+    while True:
+        while deferred:
+            item, args, kwargs = deferred.pop(0)
+            try:
+                ctx.settle(item if _is_awaitable(item) else item(*args, **kwargs))
+            except Exception as exc:
+                _failed(ctx, lc, _describe(item), exc)
+        if not lc._tasks:
+            break
+        ctx.run_coroutine_here(await_stray_tasks(ctx, lc))
+        if not deferred:
+            break
+    lc._done = True
+
+
+async def flush(ctx: ExecutionContext, lc: LambdaContext) -> None:
+    """Run deferred work (sync items on the context's thread, async ones here), then stray tasks."""
+    deferred = lc._deferred
+    while True:
+        while deferred:
+            item, args, kwargs = deferred.pop(0)
+            try:
+                if _is_awaitable(item):
+                    await item
+                else:
+                    await ctx.acall(functools.partial(item, *args, **kwargs))
+            except Exception as exc:
+                _failed(ctx, lc, _describe(item), exc)
+        if not lc._tasks:
+            break
+        await await_stray_tasks(ctx, lc)
+        if not deferred:
+            break
+    lc._done = True
+
+
+async def await_stray_tasks(ctx: ExecutionContext, lc: LambdaContext) -> None:
+    """Deal with the tasks the invocation left running, per the function's `stray_tasks` policy."""
+    import asyncio
+
+    policy = ctx._function.config.stray_tasks
+    me = asyncio.current_task()
+    seen: set[asyncio.Task[Any]] = set()
+    while lc._tasks:
+        tasks, lc._tasks = lc._tasks, None
+        tasks.discard(me)  # type: ignore[arg-type]
+        pending = {task for task in tasks if not task.done()}
+        if pending and policy == "warn":
+            names = ", ".join(sorted(task.get_name() for task in pending))
+            logger.warning("RequestId: %s left %d task(s) running: %s", lc.aws_request_id, len(pending), names)
+            tasks -= pending
+        elif pending and policy == "cancel":
+            for task in pending:
+                task.cancel()
+        if pending and policy != "warn":
+            await asyncio.wait(pending)
+        for task in tasks - seen:
+            seen.add(task)
+            if not task.cancelled() and task.exception() is not None:
+                _failed(ctx, lc, f"task {task.get_name()}", task.exception())  # type: ignore[arg-type]
+
+
+def cancel_stray_tasks(lc: LambdaContext) -> None:
+    """After a timeout the context is reset, so whatever the invocation left running is cancelled."""
+    tasks, lc._tasks = lc._tasks, None
+    lc._done = True
+    for task in tasks or ():
+        task.cancel()

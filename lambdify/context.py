@@ -1,0 +1,328 @@
+"""Execution contexts (one warm environment of a function) and the per-invocation LambdaContext."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from .isolation.thread import Worker
+from .resources import Resources, _is_awaitable
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .function import Function
+
+__all__ = ["ExecutionContext", "LambdaContext", "current_context"]
+
+_current: ContextVar[LambdaContext] = ContextVar("lambdify.current_context")
+
+
+def current_context() -> LambdaContext:
+    """The LambdaContext of the invocation running in this task or thread.
+
+    ```python
+    def helper():
+        current_context().defer(audit, "done")
+    ```
+    Raises `LookupError` outside an invocation.
+    """
+    try:
+        return _current.get()
+    except LookupError:
+        raise LookupError("current_context() called outside a lambdify invocation") from None
+
+
+class ExecutionContext:
+    """One warm environment of a Function, kept per worker process and reused across invocations.
+
+    It holds what INIT built (`state`, `resources`), a private scratch directory (`tmp`) and
+    shutdown hooks. All of its sync code runs on one dedicated thread, its async code on one
+    event loop.
+    """
+
+    def __init__(self, function: Function, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.id = os.urandom(16).hex()
+        self.function_name = function.config.name
+        self.created_at = time.time()
+        self.invocations = 0
+        self.state = SimpleNamespace()
+        self.resources = Resources(self, function._resource_stats)
+        self.provisioned = False
+        self.init_ms = 0.0
+        self.log_stream_name = time.strftime("%Y/%m/%d/[$LATEST]", time.gmtime()) + self.id
+        self._function = function
+        self._loop = loop
+        self._private_loop: asyncio.AbstractEventLoop | None = None
+        self._worker: Worker | None = None
+        self._tmp: Path | None = None
+        self._hooks: list[Callable[[], Any]] = []
+        self._target: Callable[..., Any] = function._func
+        self._pid = os.getpid()
+        self._serial = 0
+        self.active = 0
+        self.retired = False
+        self.idle_since = 0.0
+
+    def __repr__(self) -> str:
+        return f"<ExecutionContext {self.function_name} {self.id[:8]} invocations={self.invocations}>"
+
+    # -- public surface -------------------------------------------------------------------
+
+    @property
+    def tmp(self) -> Path:
+        """This context's private scratch directory (mode 0700), created on first use."""
+        if self._tmp is None:
+            from .limits import make_scratch_dir
+
+            self._tmp = make_scratch_dir(self.function_name)
+        return self._tmp
+
+    def on_shutdown(self, callback: Callable[[], Any]) -> Callable[[], Any]:
+        """Run `callback()` (sync or async) once when this context retires; hooks run newest first.
+
+        Usable as a decorator.
+        """
+        if not callable(callback):
+            raise TypeError(f"on_shutdown needs a callable, got {callback!r}")
+        self._hooks.append(callback)
+        return callback
+
+    # -- where code runs ------------------------------------------------------------------
+
+    @property
+    def worker(self) -> Worker:
+        """The context's dedicated thread, started on first need."""
+        if self._worker is None:
+            self._worker = Worker(f"lambdify:{self.function_name}:{self.id[:8]}")
+        return self._worker
+
+    @property
+    def has_worker(self) -> bool:
+        return self._worker is not None
+
+    def run_coroutine_here(self, awaitable: Awaitable[Any]) -> Any:
+        """Run async code of a loop-less context on its private loop (called on its own thread)."""
+        if self._private_loop is None:
+            import asyncio
+
+            from .background import install_task_factory
+
+            self._private_loop = asyncio.new_event_loop()
+            install_task_factory(self._private_loop)
+        return self._private_loop.run_until_complete(_as_coroutine(awaitable))
+
+    def settle(self, value: Any) -> Any:
+        """On the context's own thread: a sync result as is, an awaitable run to completion."""
+        return self.run_coroutine_here(value) if _is_awaitable(value) else value
+
+    async def acall(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn(*args)` on the context's thread from its event loop; awaitable results are awaited here."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def done(call: Any) -> None:
+            loop.call_soon_threadsafe(_resolve, future, call)
+
+        call = self.worker.submit(fn, *args, on_done=done)
+        try:
+            result = await future
+        except asyncio.CancelledError:
+            if self._worker is not None and self._worker.abandon(call):
+                self._function._count_abandoned()
+            raise
+        if _is_awaitable(result):
+            result = await result
+        return result
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _init_steps(self) -> list[tuple[Callable[..., Any], tuple[Any, ...]]]:
+        steps: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        function = self._function
+        if function.config.init is not None:
+            steps.append((function.config.init, (self,)))
+        if function._is_class:
+            steps.append((self._construct, ()))
+        return steps
+
+    def _construct(self) -> None:
+        instance = self._function._func(self)
+        self._target = instance
+        close = getattr(instance, "close", None)
+        if callable(close):
+            self._hooks.append(close)
+
+    def init_here(self) -> None:
+        """INIT for a loop-less context, on its own thread."""
+        for fn, args in self._init_steps():
+            self.settle(fn(*args))
+        for name in self.resources._eager():
+            self.resources[name]
+
+    async def ainit(self) -> None:
+        """INIT for a loop-bound context: sync steps on the context's thread, async ones on the loop."""
+        for fn, args in self._init_steps():
+            if fn is self._construct or not self._function._is_async:
+                await self.acall(fn, *args)
+            else:
+                result = fn(*args)
+                if _is_awaitable(result):
+                    await result
+        for name in self.resources._eager():
+            if self._function._is_async:
+                await self.resources.aget(name)
+            else:
+                await self.acall(self.resources.__getitem__, name)
+
+    def _shutdown_calls(self, prefer_async: bool) -> list[Callable[[], Any]]:
+        hooks = list(reversed(self._hooks))
+        self._hooks.clear()
+        return hooks + self.resources._closers(prefer_async)
+
+    def close_here(self) -> None:
+        """SHUTDOWN for a loop-less context, on its own thread (or any thread if it never had one)."""
+        for call in self._shutdown_calls(prefer_async=False):
+            try:
+                self.settle(call())
+            except Exception:
+                _log_hook_failure(self, call)
+        self._remove_scratch()
+        if self._private_loop is not None:
+            self._private_loop.close()
+            self._private_loop = None
+
+    async def aclose(self) -> None:
+        """SHUTDOWN for a loop-bound context: sync hooks on its thread, async ones on the loop."""
+        for call in self._shutdown_calls(prefer_async=True):
+            try:
+                result = await self.acall(call) if self._worker is not None and not self._worker.abandoned else call()
+                if _is_awaitable(result):
+                    await result
+            except Exception:
+                _log_hook_failure(self, call)
+        self._remove_scratch()
+
+    def _remove_scratch(self) -> None:
+        if self._tmp is not None:
+            from .limits import remove_scratch_dir
+
+            remove_scratch_dir(self._tmp)
+            self._tmp = None
+
+
+def _log_hook_failure(ctx: ExecutionContext, call: Callable[[], Any]) -> None:
+    from .logs import logger
+
+    logger.warning("%r: shutdown hook %r failed", ctx, call, exc_info=True)
+
+
+def _resolve(future: asyncio.Future[Any], call: Any) -> None:
+    if future.done():
+        return
+    if call.error is not None:
+        future.set_exception(call.error)
+    else:
+        future.set_result(call.result)
+
+
+async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+class LambdaContext:
+    """The `context` argument of a handler: AWS's context object, plus lambdify's extras.
+
+    ```python
+    def handler(event, context):
+        context.get_remaining_time_in_millis()
+        db = context.resources["db"]
+        context.defer(send_metrics, event)
+    ```
+    """
+
+    __slots__ = (
+        "_deadline",
+        "_deferred",
+        "_done",
+        "_tasks",
+        "aws_request_id",
+        "client_context",
+        "cold_start",
+        "execution",
+        "function_name",
+        "function_version",
+        "identity",
+        "invoked_function_arn",
+        "log_group_name",
+        "log_stream_name",
+        "memory_limit_in_mb",
+        "tenant_id",
+    )
+
+    def __init__(self, execution: ExecutionContext, request_id: str, deadline: float, cold_start: bool) -> None:
+        function = execution._function
+        self.execution = execution
+        self.aws_request_id = request_id
+        self.cold_start = cold_start
+        self.function_name = execution.function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = function.arn
+        self.memory_limit_in_mb = function.config.memory_size
+        self.log_group_name = function.log_group_name
+        self.log_stream_name = execution.log_stream_name
+        self.identity: Any = None
+        self.client_context: Any = None
+        self.tenant_id: str | None = None
+        self._deadline = deadline
+        self._deferred: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
+        self._tasks: set[asyncio.Task[Any]] | None = None
+        self._done = False
+
+    def __repr__(self) -> str:
+        return f"<LambdaContext {self.function_name} {self.aws_request_id}>"
+
+    def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds left before the invocation's deadline (never below 0)."""
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+    def log(self, msg: Any) -> None:
+        """Write `msg` to the function's log (standard output, as on Lambda)."""
+        sys.stdout.write(str(msg))
+
+    @property
+    def resources(self) -> Resources:
+        """Shortcut for `context.execution.resources`."""
+        return self.execution.resources
+
+    @property
+    def tmp(self) -> Path:
+        """Shortcut for `context.execution.tmp`."""
+        return self.execution.tmp
+
+    def defer(self, fn_or_awaitable: Any, *args: Any, **kwargs: Any) -> None:
+        """Run work after the handler returns, before the invocation completes (like `waitUntil`).
+
+        ```python
+        context.defer(send_email, to, body)    # sync: runs off the event loop
+        context.defer(client.post(url, json=x)) # an awaitable
+        ```
+        Items run one after another, in order, within the invocation's deadline; a failure is
+        logged and counted, never raised to the caller.
+        """
+        if self._done:
+            raise RuntimeError(f"defer() called after invocation {self.aws_request_id} had completed")
+        if _is_awaitable(fn_or_awaitable):
+            if args or kwargs:
+                raise TypeError("defer(awaitable) takes no arguments; pass a callable to give arguments")
+        elif not callable(fn_or_awaitable):
+            raise TypeError(f"defer() needs a callable or an awaitable, got {fn_or_awaitable!r}")
+        self._deferred.append((fn_or_awaitable, args, kwargs))

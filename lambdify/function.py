@@ -1,0 +1,385 @@
+"""`@handler` and `Function`: a handler plus its configuration, invoked through the pool."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+from .config import Config, build_config
+from .errors import MemoryLimitExceeded, TooManyRequests
+from .invocation import check_event, new_request_id, run_async, run_on_owned_loop, run_sync
+from .limits import apply_memory_backstop, request_restart
+from .logs import logger
+from .pool import Pool
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .context import ExecutionContext
+
+__all__ = ["Function", "handler"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_CO_COROUTINE = 0x80
+_COUNTERS = (
+    "invocations",
+    "cold_starts",
+    "warm_starts",
+    "errors",
+    "timeouts",
+    "oom",
+    "throttles",
+    "contexts_retired",
+    "deferred_errors",
+    "abandoned_threads",
+    "init_errors",
+)
+_functions: weakref.WeakSet[Function[Any]] = weakref.WeakSet()
+
+
+def _is_async(target: Any) -> bool:
+    """Whether calling `target` returns a coroutine (checked without importing `inspect`)."""
+    if isinstance(target, type):
+        target = getattr(target, "__call__", None)  # noqa: B004 - the class form's __call__
+    while isinstance(target, functools.partial):
+        target = target.func
+    code = getattr(target, "__code__", None)
+    if code is None and target is not None and not hasattr(target, "__func__"):
+        code = getattr(getattr(type(target), "__call__", None), "__code__", None)
+    func = getattr(target, "__func__", target)
+    code = code or getattr(func, "__code__", None)
+    return bool(code is not None and code.co_flags & _CO_COROUTINE)
+
+
+class Function(Generic[F]):
+    """A handler plus its configuration. Made by `@handler`; invoke it like a Lambda function.
+
+    ```python
+    @handler(timeout=5)
+    def echo(event, context):
+        return event
+
+    echo.invoke({"x": 1})          # from sync code
+    await echo.ainvoke({"x": 1})   # from async code, on the caller's event loop
+    ```
+    """
+
+    def __init__(self, func: F, config: Config) -> None:
+        if not callable(func):
+            raise TypeError(f"@handler needs a function or a class, got {func!r}")
+        self._func = func
+        self.config = config
+        self._is_class = isinstance(func, type)
+        self._is_async = _is_async(func)
+        self._pools: dict[asyncio.AbstractEventLoop | None, Pool] = {}
+        self._pools_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._stats: dict[str, Any] = dict.fromkeys(_COUNTERS, 0)
+        self._stats["init_ms_last"] = None
+        self._resource_stats: dict[str, dict[str, int]] = {}
+        self._abandoned_alive = 0
+        self._unhealthy: str | None = None
+        region = os.environ.get("AWS_REGION", "us-east-1")
+        self.arn = f"arn:aws:lambda:{region}:000000000000:function:{config.name}"
+        self.log_group_name = f"/aws/lambda/{config.name}"
+        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        _functions.add(self)
+
+    def __repr__(self) -> str:
+        return f"<Function {self.config.name} timeout={self.config.timeout:g}s isolation={self.config.isolation}>"
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def init(self, fn: Callable[[ExecutionContext], Any]) -> Callable[[ExecutionContext], Any]:
+        """Set the INIT code with a decorator: `@fn.init def setup(ctx): ...` (sync or async)."""
+        self.config = self.config.replace(init=fn)
+        return fn
+
+    # -- invoking -------------------------------------------------------------------------
+
+    def invoke(self, event: Any) -> Any:
+        """One invocation through the pool (cold or warm); returns after background work has finished.
+
+        Raises `FunctionError` (or a subclass) when the invocation fails, `TooManyRequests` when
+        throttled.
+        """
+        check_event(event)
+        return self._invoke(event, new_request_id(), None)
+
+    async def ainvoke(self, event: Any) -> Any:
+        """`invoke()` for async callers: runs on the caller's event loop."""
+        check_event(event)
+        self._check_health()
+        return await run_async(self, event, new_request_id())
+
+    def __call__(self, event: Any, context: Any) -> Any:
+        """The AWS Lambda entry point (`module.fn` as the Lambda handler setting).
+
+        On AWS the invocation runs in this process with AWS's context; elsewhere it behaves like
+        `invoke()` with the given context's request id and deadline.
+        """
+        if os.environ.get("AWS_LAMBDA_RUNTIME_API"):
+            from .aws import run_on_aws
+
+            return run_on_aws(self, event, context)
+        request_id = getattr(context, "aws_request_id", None) or new_request_id()
+        deadline = None
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        if callable(remaining):
+            deadline = time.monotonic() + remaining() / 1000
+        return self._invoke(event, request_id, deadline)
+
+    def _invoke(self, event: Any, request_id: str, deadline: float | None) -> Any:
+        self._check_health()
+        if self._is_async:
+            return run_on_owned_loop(self, event, request_id, deadline)
+        return run_sync(self, event, request_id, deadline)
+
+    def _check_health(self) -> None:
+        if self._unhealthy is not None:
+            self._count("throttles")
+            raise TooManyRequests(f"{self.config.name}: this worker stopped taking work ({self._unhealthy})")
+
+    # -- pools ----------------------------------------------------------------------------
+
+    def _pool(self, loop: asyncio.AbstractEventLoop | None) -> Pool:
+        pool = self._pools.get(loop)
+        if pool is None or pool.closed:
+            with self._pools_lock:
+                pool = self._pools.get(loop)
+                if pool is None or pool.closed:
+                    pool = self._new_pool(loop)
+        return pool
+
+    def _new_pool(self, loop: asyncio.AbstractEventLoop | None) -> Pool:
+        if self.config.isolation != "thread":
+            raise NotImplementedError("isolation='process' is not available yet; use isolation='thread'")
+        if self.config.memory_mb is not None:
+            apply_memory_backstop(self.config.memory_mb)
+        if loop is not None:
+            from .background import install_task_factory
+
+            install_task_factory(loop)
+            # A pool whose loop has closed cannot be used again: retire what it holds.
+            for old_loop, old in list(self._pools.items()):
+                if old_loop is not None and old_loop.is_closed():
+                    del self._pools[old_loop]
+                    old.close()
+        pool = self._pools[loop] = Pool(self, loop)
+        return pool
+
+    def start(self) -> None:
+        """Initialise the `provisioned` contexts now (servers call this at startup)."""
+        if self._is_async:
+            import asyncio
+
+            loop, _ = _owned_loop()
+            asyncio.run_coroutine_threadsafe(self.astart(), loop).result()
+            return
+        pool = self._pool(None)
+        for _ in range(self.config.provisioned - _provisioned(pool)):
+            with pool._lock:
+                pool._reserved += 1
+            pool._create(provisioned=True)
+
+    async def astart(self) -> None:
+        """`start()` on the caller's event loop."""
+        import asyncio
+
+        pool = self._pool(asyncio.get_running_loop())
+        for _ in range(self.config.provisioned - _provisioned(pool)):
+            with pool._lock:
+                pool._reserved += 1
+            await pool._acreate(provisioned=True)
+
+    # -- shutting down --------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Retire every context, after in-flight invocations and their background work have finished."""
+        pools = self._take_pools()
+        for pool in pools:
+            pool.close()
+        deadline = time.monotonic() + self.config.shutdown_grace
+        while not all(pool.settled() for pool in pools):
+            if time.monotonic() > deadline:
+                self._report_unfinished(pools)
+                return
+            time.sleep(0.005)
+
+    async def ashutdown(self) -> None:
+        """`shutdown()` for async callers."""
+        import asyncio
+
+        pools = self._take_pools()
+        for pool in pools:
+            pool.close()
+        deadline = time.monotonic() + self.config.shutdown_grace
+        while not all(pool.settled() for pool in pools):
+            if time.monotonic() > deadline:
+                self._report_unfinished(pools)
+                return
+            await asyncio.sleep(0.005)
+
+    def _take_pools(self) -> list[Pool]:
+        with self._pools_lock:
+            pools = list(self._pools.values())
+            self._pools.clear()
+        return pools
+
+    def _report_unfinished(self, pools: list[Pool]) -> None:
+        for pool in pools:
+            for item in pool.pending():
+                logger.error(
+                    "%s: shutdown grace of %g s passed; still unfinished: %s",
+                    self.config.name,
+                    self.config.shutdown_grace,
+                    item,
+                )
+
+    # -- statistics -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the function was created (per worker process)."""
+        with self._stats_lock:
+            stats = dict(self._stats)
+        stats["contexts_alive"] = sum(pool.alive for pool in list(self._pools.values()))
+        stats["abandoned_threads_alive"] = self._abandoned_alive
+        stats["resources"] = {name: dict(counts) for name, counts in self._resource_stats.items()}
+        return stats
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self._stats[key] += n
+
+    def _invoked(self, cold: bool, failure: BaseException | None, status: str | None) -> None:
+        stats = self._stats
+        with self._stats_lock:
+            stats["invocations"] += 1
+            stats["cold_starts" if cold else "warm_starts"] += 1
+            if failure is not None:
+                if status == "timeout":
+                    stats["timeouts"] += 1
+                elif isinstance(failure, MemoryLimitExceeded):
+                    stats["oom"] += 1
+                else:
+                    stats["errors"] += 1
+
+    def _cold_start(self, init_ms: float) -> None:
+        with self._stats_lock:
+            self._stats["init_ms_last"] = round(init_ms, 3)
+
+    def _retired(self) -> None:
+        self._count("contexts_retired")
+
+    def _count_abandoned(self) -> None:
+        with self._stats_lock:
+            self._stats["abandoned_threads"] += 1
+            self._abandoned_alive += 1
+            alive = self._abandoned_alive
+        if alive > self.config.max_abandoned_threads and self._unhealthy is None:
+            self._unhealthy = f"{alive} threads abandoned after timeouts, over max_abandoned_threads"
+            request_restart(f"{self.config.name}: {self._unhealthy}")
+
+
+def _provisioned(pool: Pool) -> int:
+    return sum(1 for ctx in pool._contexts.values() if ctx.provisioned)
+
+
+def _owned_loop() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
+    from .invocation import owned_loop
+
+    return owned_loop()
+
+
+def _reset_after_fork() -> None:
+    # The parent's contexts (threads, connections, scratch dirs) belong to the parent: forget
+    # them without closing anything, and create new ones on demand.
+    for function in list(_functions):
+        function._pools = {}
+        function._pools_lock = threading.Lock()
+        function._stats_lock = threading.Lock()
+        function._abandoned_alive = 0
+        function._unhealthy = None
+    from .pool import _janitor
+
+    _janitor.reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+@overload
+def handler(func: F, /) -> Function[F]: ...
+
+
+@overload
+def handler(
+    func: None = None,
+    /,
+    *,
+    name: str | None = None,
+    timeout: float = ...,
+    memory_mb: int | None = ...,
+    tmp_mb: int = ...,
+    init: Callable[[ExecutionContext], Any] | None = ...,
+    init_timeout: float = ...,
+    idle_ttl: float = ...,
+    concurrency: int | None = ...,
+    max_contexts: int | None = ...,
+    queue_timeout: float = ...,
+    provisioned: int = ...,
+    isolation: str = ...,
+    event_format: str = ...,
+    max_abandoned_threads: int = ...,
+    shutdown_grace: float = ...,
+    stray_tasks: str = ...,
+) -> Callable[[F], Function[F]]: ...
+
+
+def handler(func: F | None = None, /, **options: Any) -> Function[F] | Callable[[F], Function[F]]:
+    """Turn a handler function (sync or async) or a class into a `Function`.
+
+    ```python
+    @handler
+    def echo(event, context):
+        return event
+
+    @handler(timeout=5, memory_mb=256, init=setup)
+    async def fetch(event, context): ...
+
+    @handler(timeout=10)
+    class Classifier:
+        def __init__(self, ctx): self.model = load()      # INIT
+        def __call__(self, event, context): return self.model(event)
+        def close(self): ...                              # SHUTDOWN
+    ```
+    Options are validated here, so a bad value fails at import time.
+    """
+
+    def decorate(target: F) -> Function[F]:
+        if not callable(target):
+            raise TypeError(f"@handler needs a function or a class, got {target!r}")
+        name = options.get("name") or getattr(target, "__name__", None) or type(target).__name__
+        config = build_config(name, {**options, "name": name})
+        function = Function(target, config)
+        if function._is_class and not any("__call__" in vars(k) for k in target.__mro__[:-1]):  # type: ignore[attr-defined]
+            raise TypeError(f"class {target.__name__} needs a __call__(self, event, context) method")
+        if function.config.concurrency != 1 and not function._is_async:
+            raise ValueError(
+                f"concurrency={function.config.concurrency} needs an async handler: a sync handler runs on its "
+                "context's one thread, one invocation at a time (use max_contexts to run more at once)"
+            )
+        return function
+
+    if func is not None:
+        if options:
+            raise TypeError("use @handler or @handler(**options), not both")
+        return decorate(func)
+    return decorate

@@ -1,0 +1,307 @@
+"""One invocation, start to finish: a context from the pool, the deadline, the handler, the
+flush of background work, the limits, the log lines, and the context back to the pool.
+
+Two drivers share the bookkeeping in `_Invocation`:
+
+* `run_sync` — `invoke()` of a sync handler: the handler and its flush run on the context's
+  thread while the caller waits for them with the deadline as timeout.
+* `run_async` — `ainvoke()`, and `invoke()` of an async handler (on lambdify's own loop):
+  the handler runs in the caller's task under `asyncio.timeout`, sync code on the context's
+  thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from . import logs
+from .background import cancel_stray_tasks, flush, flush_here
+from .context import LambdaContext, _current
+from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded
+from .limits import current_rss_mb, peak_rss_mb, request_restart, scratch_usage_mb
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .context import ExecutionContext
+    from .function import Function
+    from .pool import Pool
+
+
+class _TimedOut(Exception):
+    """Marks an invocation that passed its deadline."""
+
+
+def new_request_id() -> str:
+    """A uuid4 string, as Lambda's request ids are (without importing `uuid`)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _reject(obj: Any) -> Any:
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+# json.dumps builds a new C encoder on every call; one kept encoder checks a small event in a
+# fraction of the time. (No circular-reference markers: a cycle ends in RecursionError.)
+_c_encoder = getattr(json.encoder, "c_make_encoder", None)
+_encode = (
+    _c_encoder(None, _reject, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+    if _c_encoder is not None
+    else None
+)
+
+
+def ensure_json(obj: Any) -> None:
+    """Raise TypeError/ValueError unless `obj` is JSON-serialisable (as Lambda would marshal it)."""
+    if obj is None or type(obj) in (str, int, bool):
+        return
+    if _encode is None:  # pragma: no cover - pure-Python json
+        json.dumps(obj)
+        return
+    try:
+        _encode(obj, 0)
+    except RecursionError:
+        raise ValueError("Circular reference detected") from None
+
+
+def check_event(event: Any) -> None:
+    try:
+        ensure_json(event)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"the event must be JSON-serialisable: {exc}") from None
+
+
+def stack_trace(exc: BaseException) -> list[str]:
+    """The traceback as Lambda's Python runtime lists it, without lambdify's own frames."""
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if f"{os.sep}lambdify{os.sep}" not in frame.filename]
+    return traceback.format_list(frames)
+
+
+class _Invocation:
+    __slots__ = ("cold", "ctx", "function", "lc", "peak_before", "started", "timeout")
+
+    def __init__(
+        self, function: Function, ctx: ExecutionContext, request_id: str, cold: bool, deadline: float | None
+    ) -> None:
+        now = time.monotonic()
+        timeout = function.config.timeout
+        if deadline is None:
+            deadline = now + timeout
+        else:
+            timeout = max(0.0, deadline - now)
+        self.function = function
+        self.ctx = ctx
+        self.cold = cold
+        self.timeout = timeout
+        self.lc = LambdaContext(ctx, request_id, deadline, cold)
+        self.peak_before = peak_rss_mb() if function.config.memory_mb is not None else 0.0
+        if logs.enabled():
+            logs.log_start(request_id)
+        self.started = time.perf_counter()
+
+    def remaining(self) -> float:
+        return self.lc._deadline - time.monotonic()
+
+    def finish(self, pool: Pool, result: Any, error: BaseException | None) -> Any:
+        """Map the outcome to a result or an error, apply the limits, log, and release the context."""
+        function, config, ctx, lc = self.function, self.function.config, self.ctx, self.lc
+        request_id = lc.aws_request_id
+        retire: str | None = None
+        status: str | None = None
+        failure: FunctionError | None = None
+        if error is None:
+            try:
+                ensure_json(result)
+            except (TypeError, ValueError) as exc:
+                failure = FunctionError("Runtime.MarshalError", f"Unable to marshal response: {exc}", [], request_id)
+        elif isinstance(error, _TimedOut):
+            failure, retire, status = InvocationTimeout(self.timeout, request_id), "timed out", "timeout"
+        elif isinstance(error, MemoryError):
+            failure, retire = self._out_of_memory("an allocation failed (MemoryError)"), "out of memory"
+        else:
+            failure = FunctionError(type(error).__name__, str(error), stack_trace(error), request_id)
+            failure.__cause__ = error
+        if config.memory_mb is not None and retire is None:
+            peak = peak_rss_mb()
+            if peak > config.memory_mb and peak > self.peak_before:
+                failure = self._out_of_memory(f"peak memory {peak:.0f} MB passed the {config.memory_mb} MB ceiling")
+                retire = "out of memory"
+        if retire is None and ctx._tmp is not None:
+            used = scratch_usage_mb(ctx._tmp)
+            if used > config.tmp_mb:
+                retire = f"scratch directory holds {used:.1f} MB, over tmp_mb={config.tmp_mb}"
+        duration = (time.perf_counter() - self.started) * 1000
+        function._invoked(self.cold, failure, status)
+        if logs.enabled():
+            logs.log_end(request_id)
+            logs.log_report(
+                request_id, duration, config.memory_size, peak_rss_mb(), ctx.init_ms if self.cold else None, status
+            )
+        pool.release(ctx, retire)
+        if retire == "out of memory":
+            self._check_resident(config.memory_mb)
+        if failure is not None:
+            raise failure
+        return result
+
+    def _out_of_memory(self, detail: str) -> MemoryLimitExceeded:
+        return MemoryLimitExceeded(
+            f"Runtime exited with error: out of memory ({detail}; memory_mb={self.function.config.memory_mb})",
+            self.lc.aws_request_id,
+        )
+
+    @staticmethod
+    def _check_resident(memory_mb: int | None) -> None:
+        import gc
+
+        gc.collect()
+        rss = current_rss_mb()
+        if memory_mb is not None and rss is not None and rss > memory_mb:
+            request_restart(f"resident memory {rss:.0f} MB stays above the {memory_mb} MB ceiling")
+
+
+# -- sync driver ----------------------------------------------------------------------------
+
+
+def _run_here(ctx: ExecutionContext, lc: LambdaContext, event: Any) -> tuple[Any, BaseException | None]:
+    """On the context's thread: the handler, then its deferred work."""
+    ctx._serial += 1
+    ctx.invocations += 1
+    token = _current.set(lc)
+    try:
+        try:
+            result, error = ctx.settle(ctx._target(event, lc)), None
+        except Exception as exc:
+            result, error = None, exc
+        flush_here(ctx, lc)
+    finally:
+        _current.reset(token)
+    return result, error
+
+
+def run_sync(function: Function, event: Any, request_id: str, deadline: float | None = None) -> Any:
+    pool = function._pool(None)
+    ctx, cold = pool.acquire()
+    invocation = _Invocation(function, ctx, request_id, cold, deadline)
+    try:
+        result, error = ctx.worker.call(_run_here, ctx, invocation.lc, event, timeout=invocation.remaining())
+    except TimeoutError as timeout:
+        if ctx.worker.abandon(timeout.args[0]):
+            function._count_abandoned()
+        invocation.lc._done = True
+        result, error = None, _TimedOut()
+    return invocation.finish(pool, result, error)
+
+
+# -- async driver ---------------------------------------------------------------------------
+
+
+def _call_here(ctx: ExecutionContext, lc: LambdaContext, event: Any) -> Any:
+    ctx._serial += 1
+    ctx.invocations += 1
+    token = _current.set(lc)
+    try:
+        return ctx._target(event, lc)
+    finally:
+        _current.reset(token)
+
+
+async def run_async(function: Function, event: Any, request_id: str, deadline: float | None = None) -> Any:
+    import asyncio
+
+    pool = function._pool(asyncio.get_running_loop())
+    ctx, cold = await pool.aacquire()
+    invocation = _Invocation(function, ctx, request_id, cold, deadline)
+    lc = invocation.lc
+    result: Any = None
+    error: BaseException | None = None
+    timer = asyncio.timeout(invocation.remaining())
+    token = _current.set(lc)
+    try:
+        async with timer:
+            try:
+                if function._is_async:
+                    ctx._serial += 1
+                    ctx.invocations += 1
+                    result = await ctx._target(event, lc)
+                else:
+                    result = await ctx.acall(_call_here, ctx, lc, event)
+            except Exception as exc:
+                error = exc
+            await flush(ctx, lc)
+    except TimeoutError:
+        if not timer.expired():
+            raise
+        cancel_stray_tasks(lc)
+        result, error = None, _TimedOut()
+    except BaseException:
+        # The caller was cancelled: Lambda would have run on, but this caller is gone.
+        cancel_stray_tasks(lc)
+        abandoned = ctx.has_worker and ctx.worker.abandoned
+        pool.release(ctx, "its sync code was abandoned" if abandoned else None)
+        raise
+    finally:
+        _current.reset(token)
+    return invocation.finish(pool, result, error)
+
+
+# -- lambdify's own event loop, for invoke() of async handlers ------------------------------
+
+_owned: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
+_owned_lock = threading.Lock()
+
+
+def owned_loop() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
+    global _owned
+    with _owned_lock:
+        if _owned is None:
+            import asyncio
+
+            from .background import install_task_factory
+
+            loop = asyncio.new_event_loop()
+            install_task_factory(loop)
+            thread = threading.Thread(target=loop.run_forever, name="lambdify-loop", daemon=True)
+            thread.start()
+            _owned = (loop, thread)
+        return _owned
+
+
+def run_on_owned_loop(function: Function, event: Any, request_id: str, deadline: float | None = None) -> Any:
+    import asyncio
+
+    loop, thread = owned_loop()
+    if threading.current_thread() is thread:
+        raise RuntimeError(
+            f"invoke() of async function {function.config.name!r} from lambdify's own event loop would deadlock; "
+            "use `await fn.ainvoke(event)`"
+        )
+    future = asyncio.run_coroutine_threadsafe(run_async(function, event, request_id, deadline), loop)
+    config = function.config
+    budget = config.queue_timeout + config.init_timeout + config.timeout + 1.0
+    try:
+        return future.result(timeout=budget)
+    except TimeoutError:
+        if not future.done():
+            # The handler is blocking lambdify's loop (sync code in an async handler): answer the caller.
+            function._invoked(False, InvocationTimeout(config.timeout), "timeout")
+            raise InvocationTimeout(config.timeout, request_id) from None
+        raise
+
+
+def _reset_after_fork() -> None:
+    global _owned, _owned_lock
+    _owned = None
+    _owned_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

@@ -1,0 +1,1 @@
+"""Where an execution context's code runs: a dedicated thread (default) or a child process."""

@@ -1,0 +1,203 @@
+"""Per-invocation limits besides the deadline: memory ceiling and scratch-directory quota.
+
+Memory, in thread isolation, is a ceiling on the worker process (its contexts share it). The
+check is the process's peak resident size (`getrusage`, about a microsecond) before and after
+each invocation: if the peak rose past the ceiling during the invocation, even briefly, the
+invocation fails with `MemoryLimitExceeded`. A hard `RLIMIT_DATA` backstop sits well above the
+ceiling so that a runaway allocation fails with `MemoryError` instead of taking the machine:
+not at the ceiling itself, because near an rlimit `Thread.start()` can hang and every thread's
+stack counts against it. (`RLIMIT_AS` would also count a 64 MiB malloc arena per thread.)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from .logs import logger
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - not on Windows
+    resource = None  # type: ignore[assignment]
+
+_MB: Final = 1024 * 1024
+_RSS_UNIT: Final = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning(message)
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident set size in MB (never falls)."""
+    if resource is None:  # pragma: no cover
+        return 0.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _RSS_UNIT / _MB
+
+
+class _Statm:
+    """Current resident size from /proc/self/statm through a kept descriptor (a pread, ~2 µs)."""
+
+    fd: int | None = None
+    pid = 0
+
+    @classmethod
+    def rss_mb(cls) -> float | None:
+        if cls.pid != os.getpid():
+            try:
+                cls.fd, cls.pid = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC), os.getpid()
+            except OSError:
+                return None
+        assert cls.fd is not None
+        fields = os.pread(cls.fd, 128, 0).split()
+        return int(fields[1]) * os.sysconf("SC_PAGE_SIZE") / _MB
+
+
+def current_rss_mb() -> float | None:
+    """The process's resident size now, in MB (None where /proc is missing)."""
+    return _Statm.rss_mb()
+
+
+_backstop_mb: int | None = None
+
+
+def apply_memory_backstop(memory_mb: int) -> None:
+    """Lower this process's RLIMIT_DATA to a backstop well above `memory_mb` (the lowest ceiling wins).
+
+    Set `LAMBDIFY_MEMORY_BACKSTOP=0` to leave the process's limits alone.
+    """
+    global _backstop_mb
+    if os.environ.get("LAMBDIFY_MEMORY_BACKSTOP", "1") == "0":
+        return
+    if resource is None or not hasattr(resource, "RLIMIT_DATA"):  # pragma: no cover
+        _warn_once("rlimit", "memory_mb: this platform has no RLIMIT_DATA; the ceiling is only measured")
+        return
+    data_mb = _vm_data_mb()
+    backstop = int(data_mb + 2 * memory_mb)
+    if _backstop_mb is not None and _backstop_mb <= backstop:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    wanted = backstop * _MB
+    if soft != resource.RLIM_INFINITY and soft <= wanted:
+        return
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (wanted, hard))
+    _backstop_mb = backstop
+    logger.debug("memory backstop: RLIMIT_DATA set to %d MB (ceiling %d MB)", backstop, memory_mb)
+
+
+def _vm_data_mb() -> float:
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmData:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # pragma: no cover
+        pass
+    return 0.0
+
+
+def _reset_after_fork() -> None:
+    _Statm.pid = 0
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+# -- graceful restart -----------------------------------------------------------------------
+
+_restart_hooks: list[Callable[[str], None]] = []
+_restart_requested = False
+
+
+def on_restart_request(hook: Callable[[str], None]) -> None:
+    """Servers register how to restart their worker gracefully (e.g. SIGTERM to a gunicorn worker)."""
+    _restart_hooks.append(hook)
+
+
+def request_restart(reason: str) -> None:
+    """Ask the server for a graceful restart of this worker, as uWSGI's harakiri/reload-on-rss would."""
+    global _restart_requested
+    if _restart_requested:
+        return
+    _restart_requested = True
+    logger.error("worker %d needs a restart: %s", os.getpid(), reason)
+    for hook in _restart_hooks:
+        hook(reason)
+
+
+def restart_requested() -> bool:
+    return _restart_requested
+
+
+# -- scratch directory ----------------------------------------------------------------------
+
+
+def _scratch_base() -> Path:
+    import tempfile
+
+    base = Path(tempfile.gettempdir()) / f"lambdify-{os.getuid()}"
+    try:
+        base.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = base.lstat()
+    import stat
+
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise RuntimeError(f"{base} is not a directory owned by this user; refusing to use it as scratch base")
+    if info.st_mode & 0o077:
+        os.chmod(base, 0o700)
+    return base
+
+
+def make_scratch_dir(function_name: str) -> Path:
+    """A new private (0700) directory for one execution context."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=f"{function_name}-", dir=_scratch_base()))
+
+
+def remove_scratch_dir(path: Path) -> None:
+    """Remove a scratch directory without following symlinks out of it."""
+    import shutil
+
+    def report(function: object, name: str, exc: BaseException) -> None:
+        if not isinstance(exc, FileNotFoundError):
+            logger.warning("could not remove %s: %s", name, exc)
+
+    shutil.rmtree(path, onexc=report) if sys.version_info >= (3, 12) else shutil.rmtree(
+        path, onerror=lambda f, n, info: report(f, n, info[1])
+    )
+
+
+def scratch_usage_mb(path: Path) -> float:
+    """Disk space used under `path` (allocated blocks, symlinks not followed), in MB."""
+    total = 0
+    stack = [str(path)]
+    while stack:
+        try:
+            entries = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                total += info.st_blocks * 512
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+    return total / _MB

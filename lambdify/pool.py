@@ -1,0 +1,412 @@
+"""The pool: warm execution contexts of one Function, per worker process and event loop.
+
+It hands out a context with free capacity, most recently used first (so that the least
+recently used ones idle out, as on Lambda), creates one (a cold start) while the pool is below
+`max_contexts`, and otherwise queues the caller for up to `queue_timeout` before throttling.
+Contexts of a loop-less pool run everything on their own thread; contexts of a loop's pool
+run their async code on that loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+import weakref
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .context import ExecutionContext
+from .errors import InitError, TooManyRequests
+from .isolation.thread import ThreadStartError
+from .logs import log_init_start, logger
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .function import Function
+
+
+class _Waiter:
+    __slots__ = ("context", "create", "future", "lock")
+
+    def __init__(self, future: asyncio.Future[None] | None = None) -> None:
+        self.context: ExecutionContext | None = None
+        self.create = False
+        self.future = future
+        self.lock: Any = None
+        if future is None:
+            self.lock = threading.Lock()
+            self.lock.acquire()
+
+    def wake(self) -> None:
+        if self.future is None:
+            self.lock.release()
+        else:
+            future = self.future
+            future.get_loop().call_soon_threadsafe(lambda: future.done() or future.set_result(None))
+
+
+class Pool:
+    """Contexts of one Function for one event loop (`loop=None`: for sync invocations)."""
+
+    def __init__(self, function: Function, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.function = function
+        self.config = function.config
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._idle: dict[str, ExecutionContext] = {}  # active == 0, in release order: newest last
+        self._warm: list[ExecutionContext] = []  # provisioned and idle: never expire
+        self._partial: dict[str, ExecutionContext] = {}  # busy but below `concurrency`
+        self._contexts: dict[str, ExecutionContext] = {}
+        self._reserved = 0
+        self._waiters: deque[_Waiter] = deque()
+        self._closing: list[Any] = []
+        self.closed = False
+        _janitor.watch(self)
+
+    def __repr__(self) -> str:
+        return f"<Pool {self.config.name} loop={self.loop!r} contexts={len(self._contexts)}>"
+
+    @property
+    def alive(self) -> int:
+        return len(self._contexts)
+
+    # -- handing out contexts (call with the lock held) ----------------------------------
+
+    def _take(self) -> ExecutionContext | None:
+        cap = self.config.concurrency
+        if self._partial:
+            ctx = next(reversed(self._partial.values()))
+            ctx.active += 1
+            if cap is not None and ctx.active >= cap:
+                del self._partial[ctx.id]
+            return ctx
+        if self._warm:
+            ctx = self._warm.pop()
+        elif self._idle:
+            ctx = self._idle.popitem()[1]
+        else:
+            return None
+        ctx.active = 1
+        if cap != 1:
+            self._partial[ctx.id] = ctx
+        return ctx
+
+    def _has_room(self) -> bool:
+        limit = self.config.max_contexts
+        return not self.closed and (limit is None or len(self._contexts) + self._reserved < limit)
+
+    def _expired(self, now: float) -> list[ExecutionContext]:
+        ttl = self.config.idle_ttl
+        expired = []
+        for ctx in self._idle.values():
+            if now - ctx.idle_since < ttl:
+                break
+            expired.append(ctx)
+        for ctx in expired:
+            del self._idle[ctx.id]
+            del self._contexts[ctx.id]
+            ctx.retired = True
+        return expired
+
+    def _claim(self) -> tuple[ExecutionContext | None, _Waiter | None, list[ExecutionContext]]:
+        """One step of acquiring: a context, or room to create one (neither), or a place in the queue."""
+        expired = self._expired(time.monotonic()) if self._idle else []
+        if self.closed:
+            raise TooManyRequests(f"function {self.config.name!r} is shutting down")
+        ctx = self._take()
+        if ctx is not None:
+            return ctx, None, expired
+        if self._has_room():
+            self._reserved += 1
+            return None, None, expired
+        return None, _Waiter(), expired
+
+    # -- sync callers ---------------------------------------------------------------------
+
+    def acquire(self) -> tuple[ExecutionContext, bool]:
+        """A context for one invocation, and whether it was created for it (a cold start)."""
+        with self._lock:
+            ctx, waiter, expired = self._claim()
+            if waiter is not None:
+                self._waiters.append(waiter)
+        self._retire_expired(expired)
+        if ctx is not None:
+            return ctx, False
+        if waiter is not None:
+            if not waiter.lock.acquire(timeout=self.config.queue_timeout) and self._give_up(waiter):
+                raise self._throttled()
+            if waiter.context is not None:
+                return waiter.context, False
+            if not waiter.create:
+                raise TooManyRequests(f"function {self.config.name!r} is shutting down")
+        return self._create(), True
+
+    def _create(self, provisioned: bool = False) -> ExecutionContext:
+        ctx = self._new_context(provisioned)
+        try:
+            ctx.worker.call(ctx.init_here, timeout=self.config.init_timeout)
+        except TimeoutError as timeout:
+            self._init_failed(ctx, timeout, abandoned=ctx.worker.abandon(timeout.args[0]))
+        except (Exception, ThreadStartError) as exc:
+            self._init_failed(ctx, exc)
+        return self._created(ctx)
+
+    # -- async callers --------------------------------------------------------------------
+
+    async def aacquire(self) -> tuple[ExecutionContext, bool]:
+        import asyncio
+
+        with self._lock:
+            ctx, waiter, expired = self._claim()
+            if waiter is not None:
+                waiter.future = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+        self._retire_expired(expired)
+        if ctx is not None:
+            return ctx, False
+        if waiter is not None:
+            assert waiter.future is not None
+            try:
+                async with asyncio.timeout(self.config.queue_timeout):
+                    await waiter.future
+            except TimeoutError:
+                if self._give_up(waiter):
+                    raise self._throttled() from None
+            if waiter.context is not None:
+                return waiter.context, False
+            if not waiter.create:
+                raise TooManyRequests(f"function {self.config.name!r} is shutting down")
+        return await self._acreate(), True
+
+    async def _acreate(self, provisioned: bool = False) -> ExecutionContext:
+        import asyncio
+
+        ctx = self._new_context(provisioned)
+        try:
+            async with asyncio.timeout(self.config.init_timeout):
+                await ctx.ainit()
+        except TimeoutError as exc:
+            self._init_failed(ctx, exc)  # a sync step still running was abandoned (and counted) by acall
+        except (Exception, ThreadStartError) as exc:
+            self._init_failed(ctx, exc)
+        return self._created(ctx)
+
+    # -- creation -------------------------------------------------------------------------
+
+    def _new_context(self, provisioned: bool) -> ExecutionContext:
+        ctx = ExecutionContext(self.function, self.loop)
+        ctx.active = 0 if provisioned else 1
+        ctx.provisioned = provisioned
+        ctx.init_ms = time.perf_counter()
+        log_init_start(self.config.name)
+        return ctx
+
+    def _created(self, ctx: ExecutionContext) -> ExecutionContext:
+        ctx.init_ms = (time.perf_counter() - ctx.init_ms) * 1000
+        self.function._cold_start(ctx.init_ms)
+        with self._lock:
+            self._reserved -= 1
+            self._contexts[ctx.id] = ctx
+            if ctx.provisioned:
+                ctx.idle_since = time.monotonic()
+                self._warm.append(ctx)
+            elif self.config.concurrency != 1:
+                self._partial[ctx.id] = ctx
+        return ctx
+
+    def _init_failed(self, ctx: ExecutionContext, exc: BaseException, abandoned: bool = False) -> None:
+        if isinstance(exc, TimeoutError):
+            error = InitError(f"Init timed out after {self.config.init_timeout:.2f} seconds")
+        else:
+            error = InitError(f"{type(exc).__name__}: {exc}", traceback.format_list(traceback.extract_tb(exc.__traceback__)))
+        if abandoned:
+            self.function._count_abandoned()
+        self.function._count("init_errors")
+        logger.error("INIT failed for %s: %s", self.config.name, error.error_message)
+        with self._lock:
+            self._reserved -= 1
+            self._pass_room_on()
+        ctx.retired = True
+        self._shutdown(ctx)
+        raise error from exc
+
+    # -- giving contexts back -------------------------------------------------------------
+
+    def release(self, ctx: ExecutionContext, retire: str | None = None) -> None:
+        """End one invocation on `ctx`; `retire` (a reason) takes the context out of service."""
+        shutdown = False
+        with self._lock:
+            ctx.active -= 1
+            if retire is not None and not ctx.retired:
+                ctx.retired = True
+                logger.info("retiring %r: %s", ctx, retire)
+            if ctx.retired or self.closed:
+                ctx.retired = True
+                self._partial.pop(ctx.id, None)
+                if ctx.active == 0 and self._contexts.pop(ctx.id, None) is not None:
+                    shutdown = True
+                    self._pass_room_on()
+            elif self._waiters:
+                waiter = self._waiters.popleft()
+                ctx.active += 1
+                waiter.context = ctx
+                waiter.wake()
+            elif ctx.active == 0:
+                self._partial.pop(ctx.id, None)
+                ctx.idle_since = time.monotonic()
+                if ctx.provisioned:
+                    self._warm.append(ctx)
+                else:
+                    self._idle[ctx.id] = ctx
+            else:
+                self._partial[ctx.id] = ctx
+        if shutdown:
+            self._shutdown(ctx)
+
+    def _pass_room_on(self) -> None:
+        if self._waiters and self._has_room():
+            waiter = self._waiters.popleft()
+            self._reserved += 1
+            waiter.create = True
+            waiter.wake()
+
+    def _give_up(self, waiter: _Waiter) -> bool:
+        """The caller stopped waiting; False if it was served in the meantime (then it must take it)."""
+        with self._lock:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+                return True
+        return False
+
+    def _throttled(self) -> TooManyRequests:
+        self.function._count("throttles")
+        limit = self.config.max_contexts
+        return TooManyRequests(
+            f"Rate Exceeded: {self.config.name} has {limit} execution context(s) busy "
+            f"and none freed up within {self.config.queue_timeout:g} s"
+        )
+
+    # -- retirement -----------------------------------------------------------------------
+
+    def reap(self) -> None:
+        """Retire contexts idle longer than `idle_ttl` (called by the janitor thread)."""
+        if not self._idle:
+            return
+        with self._lock:
+            expired = self._expired(time.monotonic())
+        self._retire_expired(expired)
+
+    def _retire_expired(self, expired: list[ExecutionContext]) -> None:
+        for ctx in expired:
+            logger.info("retiring %r: idle for more than %g s", ctx, self.config.idle_ttl)
+            self._shutdown(ctx)
+
+    def _shutdown(self, ctx: ExecutionContext) -> None:
+        """Run SHUTDOWN for a context that left the pool: on its own thread, or on its loop."""
+        self.function._retired()
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            if ctx.has_worker:
+                self._closing.append(ctx.worker.submit(ctx.close_here))
+                ctx.worker.stop()
+            else:
+                ctx.close_here()
+            return
+        import asyncio
+
+        async def close() -> None:
+            try:
+                await ctx.aclose()
+            finally:
+                if ctx.has_worker:
+                    ctx.worker.stop()
+
+        if _running_loop() is loop:
+            self._closing.append(loop.create_task(close()))
+        else:
+            self._closing.append(asyncio.run_coroutine_threadsafe(close(), loop))
+
+    def close(self) -> None:
+        """Stop handing out contexts and retire the idle ones; busy ones retire when they finish."""
+        with self._lock:
+            self.closed = True
+            idle = [*self._idle.values(), *self._warm]
+            self._idle.clear()
+            self._warm.clear()
+            for ctx in idle:
+                ctx.retired = True
+                del self._contexts[ctx.id]
+            waiters, self._waiters = list(self._waiters), deque()
+        for waiter in waiters:
+            waiter.wake()
+        for ctx in idle:
+            self._shutdown(ctx)
+
+    def pending(self) -> list[str]:
+        """What a graceful shutdown still waits for."""
+        busy = [f"{ctx!r} (busy)" for ctx in self._contexts.values()]
+        closing = [repr(item) for item in self._closing if not _finished(item)]
+        return busy + closing
+
+    def settled(self) -> bool:
+        self._closing = [item for item in self._closing if not _finished(item)]
+        return not self._contexts and not self._closing
+
+
+def _finished(item: Any) -> bool:
+    if hasattr(item, "done"):
+        done = item.done
+        return bool(done() if callable(done) else not done.locked())
+    return True
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    import sys
+
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class _Janitor:
+    """One daemon thread per process that retires idle contexts whose `idle_ttl` has passed."""
+
+    def __init__(self) -> None:
+        self._pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._interval = 5.0
+
+    def watch(self, pool: Pool) -> None:
+        self._pools.add(pool)
+        self._interval = min(self._interval, max(0.05, pool.config.idle_ttl / 4))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="lambdify-janitor", daemon=True)
+            self._thread.start()
+        else:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            for pool in list(self._pools):
+                try:
+                    pool.reap()
+                except Exception:  # pragma: no cover - never let the janitor die
+                    logger.exception("idle expiry failed for %r", pool)
+
+    def reset_after_fork(self) -> None:
+        self._pools = weakref.WeakSet()
+        self._thread = None
+        self._wake = threading.Event()
+        self._interval = 5.0
+
+
+_janitor = _Janitor()
