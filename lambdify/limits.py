@@ -110,6 +110,7 @@ def _vm_data_mb() -> float:
 
 def _reset_after_fork() -> None:
     _Statm.pid = 0
+    _live_scratch.clear()  # the parent's directories are the parent's to remove
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
@@ -162,16 +163,33 @@ def _scratch_base() -> Path:
     return base
 
 
+_live_scratch: set[Path] = set()
+
+
 def make_scratch_dir(function_name: str) -> Path:
     """A new private (0700) directory for one execution context."""
     import tempfile
 
-    return Path(tempfile.mkdtemp(prefix=f"{function_name}-", dir=_scratch_base()))
+    if not _live_scratch:
+        import atexit
+
+        atexit.register(_remove_leftovers)
+    path = Path(tempfile.mkdtemp(prefix=f"{function_name}-", dir=_scratch_base()))
+    _live_scratch.add(path)
+    return path
+
+
+def _remove_leftovers() -> None:
+    # Contexts whose SHUTDOWN never ran (an abandoned thread still stuck) leave nothing behind.
+    for path in list(_live_scratch):
+        remove_scratch_dir(path)
 
 
 def remove_scratch_dir(path: Path) -> None:
     """Remove a scratch directory without following symlinks out of it."""
     import shutil
+
+    _live_scratch.discard(path)
 
     def report(function: object, name: str, exc: BaseException) -> None:
         if not isinstance(exc, FileNotFoundError):

@@ -9,6 +9,7 @@ run their async code on that loop.
 
 from __future__ import annotations
 
+import _thread
 import threading
 import time
 import traceback
@@ -309,8 +310,14 @@ class Pool:
         loop = self.loop
         if loop is None or loop.is_closed():
             if ctx.has_worker:
-                self._closing.append(ctx.worker.submit(ctx.close_here))
+                closing = ctx.worker.submit(ctx.close_here)
                 ctx.worker.stop()
+                if ctx.worker.abandoned:
+                    # Its thread is still inside handler code: SHUTDOWN runs if and when that returns,
+                    # and the scratch directory goes at exit at the latest. Nobody waits for it.
+                    logger.warning("%r: SHUTDOWN waits for its abandoned thread to return", ctx)
+                else:
+                    self._closing.append(closing)
             else:
                 ctx.close_here()
             return
@@ -380,17 +387,21 @@ class _Janitor:
     def __init__(self) -> None:
         self._pools: weakref.WeakSet[Pool] = weakref.WeakSet()
         self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._started = False
         self._interval = 5.0
 
     def watch(self, pool: Pool) -> None:
         self._pools.add(pool)
         self._interval = min(self._interval, max(0.05, pool.config.idle_ttl / 4))
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="lambdify-janitor", daemon=True)
-            self._thread.start()
-        else:
+        if self._started:
             self._wake.set()
+            return
+        try:
+            # A raw thread: nothing waits for it to start, so nothing can hang near a memory limit.
+            _thread.start_new_thread(self._run, ())
+            self._started = True
+        except RuntimeError as exc:
+            logger.warning("idle expiry thread not started (%s); contexts expire when the pool is next used", exc)
 
     def _run(self) -> None:
         while True:
@@ -404,7 +415,7 @@ class _Janitor:
 
     def reset_after_fork(self) -> None:
         self._pools = weakref.WeakSet()
-        self._thread = None
+        self._started = False
         self._wake = threading.Event()
         self._interval = 5.0
 

@@ -316,3 +316,52 @@ def test_report_line_is_lambdas(functions: list[Function[Any]], caplog: Any) -> 
     assert cold and warm
     assert 10 < int(cold.group(1)) < 512  # measured, not the configured size
     assert lines.index(f"START RequestId: {first} Version: $LATEST") < lines.index(f"END RequestId: {first}")
+
+
+def test_a_thread_that_dies_before_starting_is_an_error_not_a_hang(
+    monkeypatch: pytest.MonkeyPatch, functions: list[Function[Any]]
+) -> None:
+    # Near an rlimit a new thread can die of MemoryError before it signals that it started, and
+    # threading.Thread.start() then waits forever. Simulate exactly that thread.
+    from lambdify import InitError
+    from lambdify.isolation import thread as isolation
+
+    monkeypatch.setattr(isolation, "_START_TIMEOUT", 0.2)
+    monkeypatch.setattr(isolation, "_start_thread", lambda function, args: 0)
+
+    @handler
+    def work(event: Any, context: LambdaContext) -> None:
+        return None
+
+    functions.append(work)
+    with pytest.raises(InitError, match="did not start"):
+        work.invoke({})
+
+
+RLIMIT_SCRIPT = textwrap.dedent(
+    """
+    import resource, sys
+    from lambdify import handler, LambdifyError
+    from lambdify.limits import _vm_data_mb
+
+    @handler
+    def work(event, context):
+        return 1
+
+    limit = int((_vm_data_mb() + float(sys.argv[1])) * 1024 * 1024)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, resource.RLIM_INFINITY))
+    try:
+        print("result", work.invoke({}))
+    except LambdifyError as error:
+        print("error", type(error).__name__, error)
+    """
+)
+
+
+@pytest.mark.parametrize("headroom_mb", ["0.5", "4", "9"])
+def test_no_hang_at_a_real_memory_limit(tmp_path: Path, headroom_mb: str) -> None:
+    script = tmp_path / "limit.py"
+    script.write_text(RLIMIT_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), headroom_mb], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(("result 1", "error InitError")), done.stdout

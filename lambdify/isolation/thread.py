@@ -19,7 +19,8 @@ from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any, Final
 
-_START_TIMEOUT: Final = 5.0
+_START_TIMEOUT = 5.0
+_start_thread = _thread.start_new_thread
 
 
 class Abandoned(BaseException):
@@ -66,7 +67,7 @@ class Worker:
         # thread that died of MemoryError before it could signal; a raw thread and a bounded
         # wait turn that into an error instead.
         try:
-            _thread.start_new_thread(self._run, (started,))
+            _start_thread(self._run, (started,))
         except (RuntimeError, MemoryError) as exc:
             raise ThreadStartError(f"could not start a thread for {name}: {exc}") from exc
         if not started.acquire(timeout=_START_TIMEOUT):
