@@ -31,7 +31,11 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
         import asyncio
 
-        task = previous(loop, coro, **kwargs) if previous is not None else asyncio.Task(coro, loop=loop, **kwargs)
+        task: asyncio.Task[Any] = (
+            previous(loop, coro, **kwargs)  # type: ignore[assignment]
+            if previous is not None
+            else asyncio.Task(coro, loop=loop, **kwargs)
+        )
         lc = _current.get(None)
         if lc is not None and not lc._done:
             if lc._tasks is None:
@@ -40,7 +44,7 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
         return task
 
     factory._lambdify = True  # type: ignore[attr-defined]
-    loop.set_task_factory(factory)  # type: ignore[arg-type]
+    loop.set_task_factory(factory)
 
 
 def _failed(ctx: ExecutionContext, lc: LambdaContext, what: str, exc: BaseException) -> None:
@@ -107,7 +111,8 @@ async def await_stray_tasks(ctx: ExecutionContext, lc: LambdaContext) -> None:
     seen: set[asyncio.Task[Any]] = set()
     while lc._tasks:
         tasks, lc._tasks = lc._tasks, None
-        tasks.discard(me)  # type: ignore[arg-type]
+        if me is not None:
+            tasks.discard(me)
         pending = {task for task in tasks if not task.done()}
         if pending and policy == "warn":
             names = ", ".join(sorted(task.get_name() for task in pending))

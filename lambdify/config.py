@@ -161,9 +161,7 @@ def _validate(options: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in options.items():
         if key == "name":
             if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
-                raise ValueError(
-                    f"name must be 1-64 letters, digits, '-' or '_' (Lambda's rule), got {value!r}"
-                )
+                raise ValueError(f"name must be 1-64 letters, digits, '-' or '_' (Lambda's rule), got {value!r}")
         elif key == "init":
             if value is not None and not callable(value):
                 raise TypeError(f"init must be a callable taking the ExecutionContext, got {value!r}")

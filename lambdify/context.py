@@ -47,7 +47,7 @@ class ExecutionContext:
     event loop.
     """
 
-    def __init__(self, function: Function, loop: asyncio.AbstractEventLoop | None) -> None:
+    def __init__(self, function: Function[Any], loop: asyncio.AbstractEventLoop | None) -> None:
         self.id = os.urandom(16).hex()
         self.function_name = function.config.name
         self.created_at = time.time()

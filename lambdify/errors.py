@@ -27,6 +27,16 @@ __all__ = [
 ]
 
 
+def stack_trace(exc: BaseException) -> list[str]:
+    """A traceback as Lambda's Python runtime lists it, without lambdify's own frames."""
+    import os
+    import traceback
+
+    marker = f"{os.sep}lambdify{os.sep}"
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if marker not in frame.filename]
+    return traceback.format_list(frames)
+
+
 def _restore(cls: type[FunctionError], state: dict[str, Any]) -> FunctionError:
     error = cls.__new__(cls)
     Exception.__init__(error, state["error_message"])
@@ -91,9 +101,7 @@ class MemoryLimitExceeded(FunctionError):
 class InitError(FunctionError):
     """The INIT phase raised or passed `init_timeout`; the execution context was discarded."""
 
-    def __init__(
-        self, error_message: str, stack_trace: list[str] | None = None, request_id: str | None = None
-    ) -> None:
+    def __init__(self, error_message: str, stack_trace: list[str] | None = None, request_id: str | None = None) -> None:
         super().__init__("Runtime.InitError", error_message, stack_trace, request_id)
 
 

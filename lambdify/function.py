@@ -50,7 +50,7 @@ def _is_async(target: Any) -> bool:
         target = target.func
     code = getattr(target, "__code__", None)
     if code is None and target is not None and not hasattr(target, "__func__"):
-        code = getattr(getattr(type(target), "__call__", None), "__code__", None)
+        code = getattr(type(target).__call__, "__code__", None)
     func = getattr(target, "__func__", target)
     code = code or getattr(func, "__code__", None)
     return bool(code is not None and code.co_flags & _CO_COROUTINE)
@@ -87,7 +87,7 @@ class Function(Generic[F]):
         region = os.environ.get("AWS_REGION", "us-east-1")
         self.arn = f"arn:aws:lambda:{region}:000000000000:function:{config.name}"
         self.log_group_name = f"/aws/lambda/{config.name}"
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        functools.update_wrapper(self, func)
         _functions.add(self)
 
     def __repr__(self) -> str:

@@ -16,13 +16,12 @@ import json
 import os
 import threading
 import time
-import traceback
 from typing import TYPE_CHECKING, Any
 
 from . import logs
 from .background import cancel_stray_tasks, flush, flush_here
 from .context import LambdaContext, _current
-from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded
+from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, stack_trace
 from .limits import current_rss_mb, peak_rss_mb, request_restart, scratch_usage_mb
 
 if TYPE_CHECKING:
@@ -80,17 +79,11 @@ def check_event(event: Any) -> None:
         raise TypeError(f"the event must be JSON-serialisable: {exc}") from None
 
 
-def stack_trace(exc: BaseException) -> list[str]:
-    """The traceback as Lambda's Python runtime lists it, without lambdify's own frames."""
-    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if f"{os.sep}lambdify{os.sep}" not in frame.filename]
-    return traceback.format_list(frames)
-
-
 class _Invocation:
     __slots__ = ("cold", "ctx", "function", "lc", "peak_before", "started", "timeout")
 
     def __init__(
-        self, function: Function, ctx: ExecutionContext, request_id: str, cold: bool, deadline: float | None
+        self, function: Function[Any], ctx: ExecutionContext, request_id: str, cold: bool, deadline: float | None
     ) -> None:
         now = time.monotonic()
         timeout = function.config.timeout
@@ -188,7 +181,7 @@ def _run_here(ctx: ExecutionContext, lc: LambdaContext, event: Any) -> tuple[Any
     return result, error
 
 
-def run_sync(function: Function, event: Any, request_id: str, deadline: float | None = None) -> Any:
+def run_sync(function: Function[Any], event: Any, request_id: str, deadline: float | None = None) -> Any:
     pool = function._pool(None)
     ctx, cold = pool.acquire()
     invocation = _Invocation(function, ctx, request_id, cold, deadline)
@@ -215,7 +208,7 @@ def _call_here(ctx: ExecutionContext, lc: LambdaContext, event: Any) -> Any:
         _current.reset(token)
 
 
-async def run_async(function: Function, event: Any, request_id: str, deadline: float | None = None) -> Any:
+async def run_async(function: Function[Any], event: Any, request_id: str, deadline: float | None = None) -> Any:
     import asyncio
 
     pool = function._pool(asyncio.get_running_loop())
@@ -276,7 +269,7 @@ def owned_loop() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
         return _owned
 
 
-def run_on_owned_loop(function: Function, event: Any, request_id: str, deadline: float | None = None) -> Any:
+def run_on_owned_loop(function: Function[Any], event: Any, request_id: str, deadline: float | None = None) -> Any:
     import asyncio
 
     loop, thread = owned_loop()

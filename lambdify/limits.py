@@ -195,9 +195,10 @@ def remove_scratch_dir(path: Path) -> None:
         if not isinstance(exc, FileNotFoundError):
             logger.warning("could not remove %s: %s", name, exc)
 
-    shutil.rmtree(path, onexc=report) if sys.version_info >= (3, 12) else shutil.rmtree(
-        path, onerror=lambda f, n, info: report(f, n, info[1])
-    )
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=report)
+    else:
+        shutil.rmtree(path, onerror=lambda f, n, info: report(f, n, info[1]))
 
 
 def scratch_usage_mb(path: Path) -> float:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import _thread
 import threading
 import time
-import traceback
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .context import ExecutionContext
-from .errors import InitError, TooManyRequests
+from .errors import InitError, TooManyRequests, stack_trace
 from .isolation.thread import ThreadStartError
 from .logs import log_init_start, logger
 
@@ -45,13 +44,13 @@ class _Waiter:
             self.lock.release()
         else:
             future = self.future
-            future.get_loop().call_soon_threadsafe(lambda: future.done() or future.set_result(None))
+            future.get_loop().call_soon_threadsafe(_set_none, future)
 
 
 class Pool:
     """Contexts of one Function for one event loop (`loop=None`: for sync invocations)."""
 
-    def __init__(self, function: Function, loop: asyncio.AbstractEventLoop | None) -> None:
+    def __init__(self, function: Function[Any], loop: asyncio.AbstractEventLoop | None) -> None:
         self.function = function
         self.config = function.config
         self.loop = loop
@@ -221,7 +220,7 @@ class Pool:
         if isinstance(exc, TimeoutError):
             error = InitError(f"Init timed out after {self.config.init_timeout:.2f} seconds")
         else:
-            error = InitError(f"{type(exc).__name__}: {exc}", traceback.format_list(traceback.extract_tb(exc.__traceback__)))
+            error = InitError(f"{type(exc).__name__}: {exc}", stack_trace(exc))
         if abandoned:
             self.function._count_abandoned()
         self.function._count("init_errors")
@@ -362,6 +361,11 @@ class Pool:
         return not self._contexts and not self._closing
 
 
+def _set_none(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _finished(item: Any) -> bool:
     if hasattr(item, "done"):
         done = item.done
@@ -372,13 +376,14 @@ def _finished(item: Any) -> bool:
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     import sys
 
-    asyncio = sys.modules.get("asyncio")
-    if asyncio is None:
+    module = sys.modules.get("asyncio")
+    if module is None:
         return None
     try:
-        return asyncio.get_running_loop()
+        loop: asyncio.AbstractEventLoop = module.get_running_loop()
     except RuntimeError:
         return None
+    return loop
 
 
 class _Janitor:

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -113,9 +113,7 @@ class Resources:
                 raise TypeError(f"resource {name!r}: {option} must be callable, got {value!r}")
         if isinstance(check_after, bool) or not isinstance(check_after, (int, float)) or check_after < 0:
             raise ValueError(f"resource {name!r}: check_after must be a number >= 0, got {check_after!r}")
-        if max_age is not None and (
-            isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or max_age <= 0
-        ):
+        if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or max_age <= 0):
             raise ValueError(f"resource {name!r}: max_age must be None or a number > 0, got {max_age!r}")
         stats = self._stats.setdefault(name, {"created": 0, "checks": 0, "replaced": 0, "expired": 0})
         self._entries[name] = _Entry(
@@ -238,13 +236,13 @@ class _Steps:
             entry.stats["created"] += 1
         entry.last_used = time.monotonic()
 
-    def _result_of(self, fn: Callable[..., Any], *args: Any) -> Iterator[Callable[[], Any]]:
+    def _result_of(self, fn: Callable[..., Any], *args: Any) -> Generator[Callable[[], Any], None, Any]:
         box: list[Any] = []
         self._pending = box.append
         yield lambda: fn(*args)
         return box[0]
 
-    def _guarded(self, check: Callable[[Any], Any], obj: Any) -> Iterator[Callable[[], Any]]:
+    def _guarded(self, check: Callable[[Any], Any], obj: Any) -> Generator[Callable[[], Any], None, bool]:
         box: list[Any] = []
         self._pending = box.append
 
@@ -259,7 +257,7 @@ class _Steps:
         result = box[0]
         return result is not False
 
-    def _replace(self) -> Iterator[Callable[[], Any]]:
+    def _replace(self) -> Generator[Callable[[], Any], None, None]:
         entry = self.entry
         obj, entry.obj, entry.present = entry.obj, None, False
         yield from self._result_of(_close_call(entry, obj, self.asynchronous))
