@@ -11,7 +11,7 @@ hello.invoke({"name": "Ada"})
 ```
 """
 
-from __future__ import annotations
+import typing as _typing
 
 from .context import ExecutionContext as ExecutionContext
 from .context import LambdaContext as LambdaContext
@@ -25,11 +25,29 @@ from .errors import TooManyRequests as TooManyRequests
 from .function import Function as Function
 from .function import handler as handler
 
+if _typing.TYPE_CHECKING:
+    from .app import FunctionApp as FunctionApp
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # The HTTP surfaces import asyncio; `import lambdify` (e.g. on AWS) need not pay for them.
+    if name == "FunctionApp":
+        from .app import FunctionApp
+
+        return FunctionApp
+    raise AttributeError(f"module 'lambdify' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "ExecutionContext",
     "Function",
+    "FunctionApp",
     "FunctionError",
     "InitError",
     "InvocationTimeout",

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,13 @@ def _parser() -> argparse.ArgumentParser:
     invoke = commands.add_parser("invoke", help="run one invocation and print the result as JSON")
     invoke.add_argument("target", help="module:attr, path/to/file.py:attr, or path/to/file.py")
     invoke.add_argument("--event", default=None, help="JSON event file, or - for standard input (default: {})")
+    serve = commands.add_parser("serve", help="serve functions over HTTP and the Lambda Invoke API (uvicorn)")
+    serve.add_argument("targets", nargs="+", metavar="TARGET", help="module:attr, file.py:attr, or file.py")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to bind (default: 8080)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes, each with its own contexts")
+    serve.add_argument("--reload", action="store_true", help="restart when source files change (development)")
+    serve.add_argument("--isolation", choices=("thread", "process"), default=None, help="override every function's")
     return parser
 
 
@@ -87,10 +95,78 @@ def invoke_command(target: str, event_source: str | None) -> int:
     return 0
 
 
+_TARGETS_ENV = "LAMBDIFY_SERVE_TARGETS"
+_ISOLATION_ENV = "LAMBDIFY_SERVE_ISOLATION"
+
+
+def serve_app() -> Any:
+    """The app each `lambdify serve` worker runs (a uvicorn factory: workers import it afresh)."""
+    from ._loader import load_functions
+    from .app import FunctionApp
+
+    functions = [fn for target in json.loads(os.environ[_TARGETS_ENV]) for fn in load_functions(target)]
+    isolation = os.environ.get(_ISOLATION_ENV)
+    for function in functions:
+        if isolation and function.config.isolation != isolation:
+            function.config = function.config.replace(isolation=isolation)
+    _configure_logging()
+    return FunctionApp(functions)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from ._loader import TargetError, load_functions
+
+    if args.workers < 1:
+        return _fail(f"--workers must be at least 1, got {args.workers}")
+    try:
+        functions = [fn for target in args.targets for fn in load_functions(target)]
+    except TargetError as exc:
+        return _fail(str(exc))
+    names = [fn.config.name for fn in functions]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        return _fail(f"two functions are named {duplicates[0]!r}; give one a different name=")
+    if args.isolation == "process" or any(fn.config.isolation == "process" for fn in functions):
+        return _fail("isolation='process' is not available yet; serve with --isolation thread")
+    import ipaddress
+
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback:
+        print(
+            f"lambdify: WARNING: serving on {args.host}, beyond this machine; the Invoke API has no "
+            "authentication, so anyone who can reach it can invoke these functions",
+            file=sys.stderr,
+        )
+    base = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}"
+    for name in names:
+        print(f"{name}: {base}/{name}/  (Invoke API: {base}/2015-03-31/functions/{name}/invocations)", flush=True)
+    os.environ[_TARGETS_ENV] = json.dumps([os.path.abspath(t) if t.endswith(".py") else t for t in args.targets])
+    if args.isolation:
+        os.environ[_ISOLATION_ENV] = args.isolation
+    import uvicorn
+
+    uvicorn.run(
+        "lambdify.cli:serve_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        reload=args.reload,
+        log_level="info",
+        timeout_graceful_shutdown=None,
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "invoke":
         return invoke_command(args.target, args.event)
+    if args.command == "serve":
+        return serve_command(args)
     return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -136,7 +136,7 @@ class ExecutionContext:
         try:
             result = await future
         except asyncio.CancelledError:
-            if self._worker is not None and self._worker.abandon(call):
+            if self._worker is not None and self._worker.abandon(call, self._function._unwound):
                 self._function._count_abandoned()
             raise
         if _is_awaitable(result):
@@ -183,14 +183,16 @@ class ExecutionContext:
             else:
                 await self.acall(self.resources.__getitem__, name)
 
-    def _shutdown_calls(self, prefer_async: bool) -> list[Callable[[], Any]]:
-        hooks = list(reversed(self._hooks))
+    def _shutdown_calls(self, prefer_async: bool) -> list[tuple[Callable[[], Any], int]]:
+        """Hooks (newest first, for the context's thread) then resource closers (for their creating thread)."""
+        worker = self._worker.ident if self._worker is not None and not self._worker.abandoned else None
+        hooks = [(hook, worker or 0) for hook in reversed(self._hooks)]
         self._hooks.clear()
         return hooks + self.resources._closers(prefer_async)
 
     def close_here(self) -> None:
         """SHUTDOWN for a loop-less context, on its own thread (or any thread if it never had one)."""
-        for call in self._shutdown_calls(prefer_async=False):
+        for call, _thread in self._shutdown_calls(prefer_async=False):
             try:
                 self.settle(call())
             except Exception:
@@ -202,9 +204,10 @@ class ExecutionContext:
 
     async def aclose(self) -> None:
         """SHUTDOWN for a loop-bound context: sync hooks on its thread, async ones on the loop."""
-        for call in self._shutdown_calls(prefer_async=True):
+        worker = self._worker.ident if self._worker is not None and not self._worker.abandoned else None
+        for call, thread in self._shutdown_calls(prefer_async=True):
             try:
-                result = await self.acall(call) if self._worker is not None and not self._worker.abandoned else call()
+                result = await self.acall(call) if worker is not None and thread == worker else call()
                 if _is_awaitable(result):
                     await result
             except Exception:
@@ -253,6 +256,7 @@ class LambdaContext:
         "_deadline",
         "_deferred",
         "_done",
+        "_log",
         "_tasks",
         "aws_request_id",
         "client_context",
@@ -285,6 +289,7 @@ class LambdaContext:
         self._deadline = deadline
         self._deferred: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
         self._tasks: set[asyncio.Task[Any]] | None = None
+        self._log: list[str] | None = None  # captured for the Invoke API's Tail logs
         self._done = False
 
     def __repr__(self) -> str:

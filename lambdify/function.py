@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import threading
@@ -20,6 +21,7 @@ from .pool import Pool
 if TYPE_CHECKING:
     import asyncio
 
+    from ._types import ASGIApp
     from .context import ExecutionContext
 
 __all__ = ["Function", "handler"]
@@ -84,6 +86,7 @@ class Function(Generic[F]):
         self._resource_stats: dict[str, dict[str, int]] = {}
         self._abandoned_alive = 0
         self._unhealthy: str | None = None
+        self._asgi: ASGIApp | None = None
         region = os.environ.get("AWS_REGION", "us-east-1")
         self.arn = f"arn:aws:lambda:{region}:000000000000:function:{config.name}"
         self.log_group_name = f"/aws/lambda/{config.name}"
@@ -96,6 +99,15 @@ class Function(Generic[F]):
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def asgi(self) -> ASGIApp:
+        """This function as an ASGI app: every request is an invocation (see `event_format`)."""
+        if self._asgi is None:
+            from .endpoint import FunctionASGI
+
+            self._asgi = FunctionASGI(self)
+        return self._asgi
 
     def init(self, fn: Callable[[ExecutionContext], Any]) -> Callable[[ExecutionContext], Any]:
         """Set the INIT code with a decorator: `@fn.init def setup(ctx): ...` (sync or async)."""
@@ -278,6 +290,13 @@ class Function(Generic[F]):
     def _retired(self) -> None:
         self._count("contexts_retired")
 
+    def _unwound(self) -> None:
+        """An abandoned thread finished its call after all: it no longer counts against the worker."""
+        with self._stats_lock:
+            self._abandoned_alive -= 1
+            if self._abandoned_alive <= self.config.max_abandoned_threads:
+                self._unhealthy = None
+
     def _count_abandoned(self) -> None:
         with self._stats_lock:
             self._stats["abandoned_threads"] += 1
@@ -313,6 +332,18 @@ def _reset_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    # Contexts still alive at exit are retired like any other: hooks run, resources close.
+    from . import pool
+
+    pool.exiting = True
+    for function in list(_functions):
+        if function._pools:
+            function.config = function.config.replace(shutdown_grace=min(function.config.shutdown_grace, 5.0))
+            function.shutdown()
 
 
 @overload

@@ -16,12 +16,13 @@ import json
 import os
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from . import logs
 from .background import cancel_stray_tasks, flush, flush_here
 from .context import LambdaContext, _current
-from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, stack_trace
+from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, TooManyRequests, stack_trace
 from .limits import current_rss_mb, peak_rss_mb, request_restart, scratch_usage_mb
 
 if TYPE_CHECKING:
@@ -79,11 +80,32 @@ def check_event(event: Any) -> None:
         raise TypeError(f"the event must be JSON-serialisable: {exc}") from None
 
 
+Ready = Callable[[Any, "FunctionError | None"], Awaitable[None]]
+
+
 class _Invocation:
-    __slots__ = ("cold", "ctx", "function", "lc", "peak_before", "started", "timeout")
+    __slots__ = (
+        "cold",
+        "ctx",
+        "failure",
+        "function",
+        "lc",
+        "peak_before",
+        "result",
+        "retire",
+        "started",
+        "status",
+        "timeout",
+    )
 
     def __init__(
-        self, function: Function[Any], ctx: ExecutionContext, request_id: str, cold: bool, deadline: float | None
+        self,
+        function: Function[Any],
+        ctx: ExecutionContext,
+        request_id: str,
+        cold: bool,
+        deadline: float | None,
+        log: list[str] | None = None,
     ) -> None:
         now = time.monotonic()
         timeout = function.config.timeout
@@ -96,7 +118,14 @@ class _Invocation:
         self.cold = cold
         self.timeout = timeout
         self.lc = LambdaContext(ctx, request_id, deadline, cold)
+        self.result: Any = None
+        self.failure: FunctionError | None = None
+        self.retire: str | None = None
+        self.status: str | None = None
         self.peak_before = peak_rss_mb() if function.config.memory_mb is not None else 0.0
+        if log is not None:
+            self.lc._log = log
+            log.append(logs.start_line(request_id) + "\n")
         if logs.enabled():
             logs.log_start(request_id)
         self.started = time.perf_counter()
@@ -104,12 +133,9 @@ class _Invocation:
     def remaining(self) -> float:
         return self.lc._deadline - time.monotonic()
 
-    def finish(self, pool: Pool, result: Any, error: BaseException | None) -> Any:
-        """Map the outcome to a result or an error, apply the limits, log, and release the context."""
-        function, config, ctx, lc = self.function, self.function.config, self.ctx, self.lc
-        request_id = lc.aws_request_id
-        retire: str | None = None
-        status: str | None = None
+    def outcome(self, result: Any, error: BaseException | None) -> FunctionError | None:
+        """What the caller gets, decided once the handler is done (before the flush, for HTTP surfaces)."""
+        request_id = self.lc.aws_request_id
         failure: FunctionError | None = None
         if error is None:
             try:
@@ -117,34 +143,55 @@ class _Invocation:
             except (TypeError, ValueError) as exc:
                 failure = FunctionError("Runtime.MarshalError", f"Unable to marshal response: {exc}", [], request_id)
         elif isinstance(error, _TimedOut):
-            failure, retire, status = InvocationTimeout(self.timeout, request_id), "timed out", "timeout"
+            failure, self.retire, self.status = InvocationTimeout(self.timeout, request_id), "timed out", "timeout"
         elif isinstance(error, MemoryError):
-            failure, retire = self._out_of_memory("an allocation failed (MemoryError)"), "out of memory"
+            failure, self.retire = self._out_of_memory("an allocation failed (MemoryError)"), "out of memory"
         else:
             failure = FunctionError(type(error).__name__, str(error), stack_trace(error), request_id)
             failure.__cause__ = error
-        if config.memory_mb is not None and retire is None:
-            peak = peak_rss_mb()
-            if peak > config.memory_mb and peak > self.peak_before:
-                failure = self._out_of_memory(f"peak memory {peak:.0f} MB passed the {config.memory_mb} MB ceiling")
-                retire = "out of memory"
-        if retire is None and ctx._tmp is not None:
+        memory_failure = self._memory_check()
+        self.result, self.failure = result, memory_failure or failure
+        return self.failure
+
+    def _memory_check(self) -> MemoryLimitExceeded | None:
+        ceiling = self.function.config.memory_mb
+        if ceiling is None or self.retire is not None:
+            return None
+        peak = peak_rss_mb()
+        if peak > ceiling and peak > self.peak_before:
+            self.retire = "out of memory"
+            return self._out_of_memory(f"peak memory {peak:.0f} MB passed the {ceiling} MB ceiling")
+        return None
+
+    def finish(
+        self, pool: Pool, result: Any = None, error: BaseException | None = None, *, decided: bool = False
+    ) -> Any:
+        """Apply the limits, log, release the context, and return the result or raise the failure."""
+        function, config, ctx, lc = self.function, self.function.config, self.ctx, self.lc
+        request_id = lc.aws_request_id
+        if not decided or isinstance(error, _TimedOut):
+            self.outcome(result, error)
+        else:
+            # The flush ran after the caller had its answer; it can still break the limits.
+            flush_failure = self._memory_check()
+            if flush_failure is not None:
+                self.failure = self.failure or flush_failure
+        if self.retire is None and ctx._tmp is not None:
             used = scratch_usage_mb(ctx._tmp)
             if used > config.tmp_mb:
-                retire = f"scratch directory holds {used:.1f} MB, over tmp_mb={config.tmp_mb}"
+                self.retire = f"scratch directory holds {used:.1f} MB, over tmp_mb={config.tmp_mb}"
         duration = (time.perf_counter() - self.started) * 1000
-        function._invoked(self.cold, failure, status)
-        if logs.enabled():
-            logs.log_end(request_id)
-            logs.log_report(
-                request_id, duration, config.memory_size, peak_rss_mb(), ctx.init_ms if self.cold else None, status
-            )
-        pool.release(ctx, retire)
-        if retire == "out of memory":
+        function._invoked(self.cold, self.failure, self.status)
+        if logs.enabled() or lc._log is not None:
+            init_ms = ctx.init_ms if self.cold else None
+            report = logs.report_line(request_id, duration, config.memory_size, peak_rss_mb(), init_ms, self.status)
+            logs.log_end_report(request_id, report, lc._log)
+        pool.release(ctx, self.retire)
+        if self.retire == "out of memory":
             self._check_resident(config.memory_mb)
-        if failure is not None:
-            raise failure
-        return result
+        if self.failure is not None:
+            raise self.failure
+        return self.result
 
     def _out_of_memory(self, detail: str) -> MemoryLimitExceeded:
         return MemoryLimitExceeded(
@@ -188,7 +235,7 @@ def run_sync(function: Function[Any], event: Any, request_id: str, deadline: flo
     try:
         result, error = ctx.worker.call(_run_here, ctx, invocation.lc, event, timeout=invocation.remaining())
     except TimeoutError as timeout:
-        if ctx.worker.abandon(timeout.args[0]):
+        if ctx.worker.abandon(timeout.args[0], function._unwound):
             function._count_abandoned()
         invocation.lc._done = True
         result, error = None, _TimedOut()
@@ -208,15 +255,29 @@ def _call_here(ctx: ExecutionContext, lc: LambdaContext, event: Any) -> Any:
         _current.reset(token)
 
 
-async def run_async(function: Function[Any], event: Any, request_id: str, deadline: float | None = None) -> Any:
+async def run_async(
+    function: Function[Any],
+    event: Any,
+    request_id: str,
+    deadline: float | None = None,
+    *,
+    on_ready: Ready | None = None,
+    log: list[str] | None = None,
+    on_start: Callable[[float], None] | None = None,
+) -> Any:
+    """One invocation on the running loop. `on_ready(result, failure)` is awaited as soon as the
+    handler's outcome is known, before the flush: HTTP surfaces answer the client there."""
     import asyncio
 
     pool = function._pool(asyncio.get_running_loop())
     ctx, cold = await pool.aacquire()
-    invocation = _Invocation(function, ctx, request_id, cold, deadline)
+    invocation = _Invocation(function, ctx, request_id, cold, deadline, log)
     lc = invocation.lc
+    if on_start is not None:
+        on_start(lc._deadline)
     result: Any = None
     error: BaseException | None = None
+    decided = False
     timer = asyncio.timeout(invocation.remaining())
     token = _current.set(lc)
     try:
@@ -230,9 +291,16 @@ async def run_async(function: Function[Any], event: Any, request_id: str, deadli
                     result = await ctx.acall(_call_here, ctx, lc, event)
             except Exception as exc:
                 error = exc
+            if on_ready is not None:
+                failure = invocation.outcome(result, error)
+                decided = True
+                await _answer(on_ready, invocation.result, failure)
             await flush(ctx, lc)
+        if time.monotonic() > lc._deadline:
+            # Blocking code never gave the timer a chance to fire; Lambda would have stopped it.
+            raise TimeoutError
     except TimeoutError:
-        if not timer.expired():
+        if not timer.expired() and time.monotonic() <= lc._deadline:
             raise
         cancel_stray_tasks(lc)
         result, error = None, _TimedOut()
@@ -244,7 +312,14 @@ async def run_async(function: Function[Any], event: Any, request_id: str, deadli
         raise
     finally:
         _current.reset(token)
-    return invocation.finish(pool, result, error)
+    return invocation.finish(pool, result, error, decided=decided)
+
+
+async def _answer(on_ready: Ready, result: Any, failure: FunctionError | None) -> None:
+    try:
+        await on_ready(result, failure)
+    except Exception:
+        logs.logger.exception("sending the response failed")
 
 
 # -- lambdify's own event loop, for invoke() of async handlers ------------------------------
@@ -278,17 +353,27 @@ def run_on_owned_loop(function: Function[Any], event: Any, request_id: str, dead
             f"invoke() of async function {function.config.name!r} from lambdify's own event loop would deadlock; "
             "use `await fn.ainvoke(event)`"
         )
-    future = asyncio.run_coroutine_threadsafe(run_async(function, event, request_id, deadline), loop)
+    started = threading.Event()
+    deadlines: list[float] = []
+
+    def on_start(deadline: float) -> None:
+        deadlines.append(deadline)
+        started.set()
+
+    coroutine = run_async(function, event, request_id, deadline, on_start=on_start)
+    future = asyncio.run_coroutine_threadsafe(coroutine, loop)
     config = function.config
-    budget = config.queue_timeout + config.init_timeout + config.timeout + 1.0
+    if not started.wait(config.queue_timeout + config.init_timeout + 1.0) and not future.done():
+        future.cancel()
+        raise TooManyRequests(f"{config.name}: lambdify's event loop is blocked by another invocation")
     try:
-        return future.result(timeout=budget)
+        return future.result(timeout=max(0.0, deadlines[0] - time.monotonic()) + 0.05 if deadlines else None)
     except TimeoutError:
-        if not future.done():
-            # The handler is blocking lambdify's loop (sync code in an async handler): answer the caller.
-            function._invoked(False, InvocationTimeout(config.timeout), "timeout")
-            raise InvocationTimeout(config.timeout, request_id) from None
-        raise
+        if future.done():
+            raise
+        # Sync code in an async handler is blocking the loop: answer now; the invocation is
+        # counted as timed out and its context retired as soon as the loop runs again.
+        raise InvocationTimeout(config.timeout, request_id) from None
 
 
 def _reset_after_fork() -> None:

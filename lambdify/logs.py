@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 logger = logging.getLogger("lambdify")
 logger.addHandler(logging.NullHandler())
@@ -23,12 +24,23 @@ def log_init_start(function_name: str) -> None:
         logger.info("INIT_START Runtime Version: lambdify\tFunction: %s", function_name)
 
 
+def start_line(request_id: str) -> str:
+    return f"START RequestId: {request_id} Version: $LATEST"
+
+
 def log_start(request_id: str) -> None:
     logger.info("START RequestId: %s Version: $LATEST", request_id)
 
 
-def log_end(request_id: str) -> None:
-    logger.info("END RequestId: %s", request_id)
+def log_end_report(request_id: str, report: str, tail: list[str] | None) -> None:
+    """END and REPORT, to the logger and to the invocation's captured log (for Tail) if any."""
+    end = f"END RequestId: {request_id}"
+    if tail is not None:
+        tail.append(end + "\n")
+        tail.append(report + "\n")
+    if logger.isEnabledFor(_INFO):
+        logger.info(end)
+        logger.info(report)
 
 
 def report_line(
@@ -52,5 +64,60 @@ def report_line(
     return line
 
 
-def log_report(*args: object, **kwargs: object) -> None:
-    logger.info(report_line(*args, **kwargs))  # type: ignore[arg-type]
+# -- per-invocation capture, for the Invoke API's `X-Amz-Log-Type: Tail` -------------------
+
+
+class _TailHandler(logging.Handler):
+    """Copies log records emitted inside an invocation that asked for its log into that log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.setFormatter(logging.Formatter("[%(levelname)s]\t%(asctime)s\t%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "lambdify" or record.name.startswith("lambdify."):
+            return  # START/END/REPORT are written to the capture directly
+        from .context import _current
+
+        lc = _current.get(None)
+        if lc is not None and lc._log is not None:
+            lc._log.append(self.format(record) + "\n")
+
+
+class _TeeStream:
+    """Stands in for sys.stdout/sys.stderr: what an invocation prints also goes to its own log."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        from .context import _current
+
+        lc = _current.get(None)
+        if lc is not None and lc._log is not None:
+            lc._log.append(text)
+        return int(self._stream.write(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+_capturing = False
+
+
+def enable_capture() -> None:
+    """Start capturing per-invocation logs (idempotent); costs nothing for invocations that don't ask."""
+    global _capturing
+    if _capturing:
+        return
+    _capturing = True
+    import sys
+
+    logging.getLogger().addHandler(_TailHandler())
+    sys.stdout = _TeeStream(sys.stdout)
+    sys.stderr = _TeeStream(sys.stderr)
+
+
+def tail(log: list[str], limit: int = 4096) -> bytes:
+    """The last `limit` bytes of a captured log, as Lambda returns them in X-Amz-Log-Result."""
+    return "".join(log).encode("utf-8", "replace")[-limit:]

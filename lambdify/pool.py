@@ -148,7 +148,8 @@ class Pool:
         try:
             ctx.worker.call(ctx.init_here, timeout=self.config.init_timeout)
         except TimeoutError as timeout:
-            self._init_failed(ctx, timeout, abandoned=ctx.worker.abandon(timeout.args[0]))
+            abandoned = ctx.worker.abandon(timeout.args[0], self.function._unwound)
+            self._init_failed(ctx, timeout, abandoned=abandoned)
         except (Exception, ThreadStartError) as exc:
             self._init_failed(ctx, exc)
         return self._created(ctx)
@@ -307,7 +308,7 @@ class Pool:
         """Run SHUTDOWN for a context that left the pool: on its own thread, or on its loop."""
         self.function._retired()
         loop = self.loop
-        if loop is None or loop.is_closed():
+        if loop is None or loop.is_closed() or (exiting and not loop.is_running()):
             if ctx.has_worker:
                 closing = ctx.worker.submit(ctx.close_here)
                 ctx.worker.stop()
@@ -359,6 +360,9 @@ class Pool:
     def settled(self) -> bool:
         self._closing = [item for item in self._closing if not _finished(item)]
         return not self._contexts and not self._closing
+
+
+exiting = False  # set at interpreter exit: loops that stopped will not run again
 
 
 def _set_none(future: asyncio.Future[None]) -> None:

@@ -59,6 +59,7 @@ class _Entry:
         "obj",
         "pid",
         "present",
+        "thread",
         "stats",
     )
 
@@ -74,6 +75,7 @@ class _Entry:
         self.present = False
         self.obj: Any = None
         self.pid = 0
+        self.thread = 0  # the thread that created the object: it closes it too (sqlite3 insists)
         self.created_at = 0.0
         self.last_used = 0.0
         self.checked_serial = -1
@@ -184,13 +186,13 @@ class Resources:
     def _eager(self) -> list[str]:
         return [name for name, entry in self._entries.items() if entry.eager and not entry.present]
 
-    def _closers(self, prefer_async: bool) -> list[Callable[[], Any]]:
-        """Close calls for every live object, newest first; the objects are forgotten."""
+    def _closers(self, prefer_async: bool) -> list[tuple[Callable[[], Any], int]]:
+        """(close call, creating thread) for every live object, newest first; the objects are forgotten."""
         closers = []
         for entry in sorted(self._created(), key=lambda e: e.created_at, reverse=True):
             obj, entry.obj, entry.present = entry.obj, None, False
             if entry.pid == _pid:
-                closers.append(_close_call(entry, obj, prefer_async))
+                closers.append((_close_call(entry, obj, prefer_async), entry.thread))
         return closers
 
 
@@ -230,7 +232,7 @@ class _Steps:
                     yield from self._replace()
         if not entry.present:
             obj = yield from self._result_of(entry.factory)
-            entry.obj, entry.present, entry.pid = obj, True, _pid
+            entry.obj, entry.present, entry.pid, entry.thread = obj, True, _pid, threading.get_ident()
             entry.created_at = time.monotonic()
             entry.checked_serial = self.serial
             entry.stats["created"] += 1

@@ -48,8 +48,10 @@ def redis_url() -> str:
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # Options may come from LAMBDIFY_* variables; tests must not inherit the caller's.
     for key in list(os.environ):
-        if key.startswith("LAMBDIFY_") and key not in ("LAMBDIFY_REQUIRE_SERVICES",) and not key.startswith(
-            "LAMBDIFY_TEST_"
+        if (
+            key.startswith("LAMBDIFY_")
+            and key not in ("LAMBDIFY_REQUIRE_SERVICES",)
+            and not key.startswith("LAMBDIFY_TEST_")
         ):
             monkeypatch.delenv(key)
     monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API", raising=False)

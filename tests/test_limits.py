@@ -106,7 +106,8 @@ def _recv(event: Any, context: LambdaContext) -> Any:
 
 
 @pytest.mark.parametrize(
-    "body", [pytest.param(_spin, id="pure-python-loop"), pytest.param(_sleep, id="sleep"), pytest.param(_recv, id="recv")]
+    "body",
+    [pytest.param(_spin, id="pure-python-loop"), pytest.param(_sleep, id="sleep"), pytest.param(_recv, id="recv")],
 )
 def test_sync_handler_is_answered_at_the_deadline(functions: list[Function[Any]], body: Any) -> None:
     fn = handler(timeout=0.5, name="stuck")(body)
@@ -262,13 +263,13 @@ MEMORY_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("megabytes", [pytest.param(1024, id="1GB-hits-the-backstop"), pytest.param(300, id="300MB-peak")])
+@pytest.mark.parametrize(
+    "megabytes", [pytest.param(1024, id="1GB-hits-the-backstop"), pytest.param(300, id="300MB-peak")]
+)
 def test_memory_ceiling(tmp_path: Path, megabytes: int) -> None:
     script = tmp_path / "hog.py"
     script.write_text(MEMORY_SCRIPT)
-    done = subprocess.run(
-        [sys.executable, str(script), str(megabytes)], capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([sys.executable, str(script), str(megabytes)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["first"] == {"cold": True, "memory": 256}

@@ -57,6 +57,7 @@ class Worker:
         self.name = name
         self.ident: int | None = None
         self.abandoned = False
+        self._on_unwound: Callable[[], None] | None = None
         self._queue: SimpleQueue[_Call] = SimpleQueue()
         self._current: _Call | None = None
         self._guard = _thread.allocate_lock()
@@ -93,7 +94,10 @@ class Worker:
                     call.error = exc
                 with self._guard:
                     self._current = None
+                    unwound, self._on_unwound = self._on_unwound, None
                 call.done.release()
+                if unwound is not None:
+                    unwound()
                 if call.on_done is not None:
                     call.on_done(call)
             except Abandoned:
@@ -122,16 +126,18 @@ class Worker:
             raise call.error
         return call.result
 
-    def abandon(self, call: _Call | None = None) -> bool:
+    def abandon(self, call: _Call | None = None, on_unwound: Callable[[], None] | None = None) -> bool:
         """Give up on the running call: unwind it with `Abandoned`; queued calls still run after it.
 
-        Returns True if a call was still running (the thread is then counted as abandoned).
+        Returns True if a call was still running (the thread is then counted as abandoned);
+        `on_unwound()` runs on this thread once that call has ended after all.
         """
         with self._guard:
             running = self._current
             if running is None or (call is not None and running is not call):
                 return False
             self.abandoned = True
+            self._on_unwound = on_unwound
             if self.ident is not None:
                 _raise_in_thread(self.ident, Abandoned)
         return True

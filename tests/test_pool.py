@@ -1,0 +1,550 @@
+"""The pool of warm execution contexts (DESIGN.md §1 Pool, §3 Concurrency)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lambdify import ExecutionContext, FunctionError, LambdaContext, TooManyRequests, handler
+
+
+def _wait_for(condition: Any, within: float = 10.0) -> bool:
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return bool(condition())
+
+
+def _gone(path: Path) -> bool:
+    return not path.exists()
+
+
+# -- warm reuse --------------------------------------------------------------------------------
+
+
+def test_sequential_invocations_reuse_one_warm_context() -> None:
+    inits: list[str] = []
+
+    def setup(ctx: ExecutionContext) -> None:
+        inits.append(ctx.id)
+
+    @handler(init=setup)
+    def fn(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        return {"cold_start": context.cold_start, "ctx": context.execution.id}
+
+    try:
+        results = [fn.invoke({}) for _ in range(100)]
+        stats = fn.stats()
+    finally:
+        fn.shutdown()
+
+    assert len(inits) == 1
+    assert [r["cold_start"] for r in results] == [True] + [False] * 99
+    assert {r["ctx"] for r in results} == {inits[0]}
+    assert stats["invocations"] == 100
+    assert stats["cold_starts"] == 1
+    assert stats["warm_starts"] == 99
+    assert stats["contexts_alive"] == 1
+
+
+@pytest.mark.anyio
+async def test_sequential_ainvocations_reuse_one_warm_context() -> None:
+    inits: list[str] = []
+
+    async def setup(ctx: ExecutionContext) -> None:
+        inits.append(ctx.id)
+
+    @handler(init=setup)
+    async def fn(event: dict[str, Any], context: LambdaContext) -> bool:
+        return context.cold_start
+
+    try:
+        cold = [await fn.ainvoke({}) for _ in range(100)]
+        stats = fn.stats()
+    finally:
+        await fn.ashutdown()
+
+    assert len(inits) == 1
+    assert cold == [True] + [False] * 99
+    assert (stats["cold_starts"], stats["warm_starts"]) == (1, 99)
+
+
+@pytest.mark.anyio
+async def test_concurrent_ainvocations_get_one_context_each() -> None:
+    n = 5
+    inits: list[str] = []
+    seen: list[str] = []
+    all_in = asyncio.Event()
+
+    async def setup(ctx: ExecutionContext) -> None:
+        inits.append(ctx.id)
+
+    @handler(init=setup)
+    async def fn(event: dict[str, Any], context: LambdaContext) -> bool:
+        seen.append(context.execution.id)
+        if len(seen) == n:
+            all_in.set()
+        await asyncio.wait_for(all_in.wait(), 10)
+        return context.cold_start
+
+    try:
+        cold = await asyncio.gather(*(fn.ainvoke({}) for _ in range(n)))
+        stats = fn.stats()
+    finally:
+        await fn.ashutdown()
+
+    assert cold == [True] * n
+    assert len(inits) == n
+    assert len(set(inits)) == n  # each context initialised exactly once
+    assert sorted(seen) == sorted(inits)
+    assert stats["contexts_alive"] == n
+    assert stats["cold_starts"] == n
+
+
+def test_concurrent_invocations_from_threads_get_one_context_each() -> None:
+    n = 4
+    inits: list[str] = []
+    barrier = threading.Barrier(n, timeout=10)
+
+    def setup(ctx: ExecutionContext) -> None:
+        inits.append(ctx.id)
+
+    @handler(init=setup)
+    def fn(event: dict[str, Any], context: LambdaContext) -> str:
+        barrier.wait()
+        return context.execution.id
+
+    results: list[str] = []
+    try:
+        threads = [threading.Thread(target=lambda: results.append(fn.invoke({}))) for _ in range(n)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        fn.shutdown()
+
+    assert len(results) == n
+    assert sorted(results) == sorted(inits)
+    assert len(set(inits)) == n
+
+
+@pytest.mark.anyio
+async def test_most_recently_released_context_is_reused_first() -> None:
+    entered: list[str] = []
+    both_in = asyncio.Event()
+    gates = {"a": asyncio.Event(), "b": asyncio.Event()}
+
+    @handler
+    async def fn(event: dict[str, Any], context: LambdaContext) -> str:
+        gate = event.get("gate")
+        if gate is not None:
+            entered.append(gate)
+            if len(entered) == 2:
+                both_in.set()
+            await asyncio.wait_for(gates[gate].wait(), 10)
+        return context.execution.id
+
+    try:
+        task_a = asyncio.create_task(fn.ainvoke({"gate": "a"}))
+        task_b = asyncio.create_task(fn.ainvoke({"gate": "b"}))
+        await asyncio.wait_for(both_in.wait(), 10)
+        gates["a"].set()
+        ctx_a = await task_a
+        gates["b"].set()
+        ctx_b = await task_b  # released last
+        later = [await fn.ainvoke({}) for _ in range(5)]
+    finally:
+        await fn.ashutdown()
+
+    assert ctx_a != ctx_b
+    assert later == [ctx_b] * 5
+
+
+def test_most_recently_released_context_is_reused_first_sync() -> None:
+    entered = threading.Barrier(3, timeout=10)
+    gates = {"a": threading.Event(), "b": threading.Event()}
+
+    @handler
+    def fn(event: dict[str, Any], context: LambdaContext) -> str:
+        gate = event.get("gate")
+        if gate is not None:
+            entered.wait()
+            gates[gate].wait(10)
+        return context.execution.id
+
+    results: dict[str, str] = {}
+
+    def run(gate: str) -> None:
+        results[gate] = fn.invoke({"gate": gate})
+
+    try:
+        threads = {gate: threading.Thread(target=run, args=(gate,)) for gate in gates}
+        for thread in threads.values():
+            thread.start()
+        entered.wait()
+        gates["a"].set()
+        threads["a"].join(10)
+        gates["b"].set()
+        threads["b"].join(10)
+        later = [fn.invoke({}) for _ in range(5)]
+    finally:
+        fn.shutdown()
+
+    assert results["a"] != results["b"]
+    assert later == [results["b"]] * 5
+
+
+# -- throttling --------------------------------------------------------------------------------
+
+
+def test_full_pool_throttles_after_queue_timeout() -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    @handler(max_contexts=1, queue_timeout=0.2)
+    def fn(event: dict[str, Any], context: LambdaContext) -> str:
+        if event.get("slow"):
+            started.set()
+            release.wait(10)
+        return context.execution.id
+
+    first: list[str] = []
+    try:
+        thread = threading.Thread(target=lambda: first.append(fn.invoke({"slow": True})))
+        thread.start()
+        assert started.wait(10)
+        with pytest.raises(TooManyRequests) as caught:
+            fn.invoke({})
+        release.set()
+        thread.join(10)
+        stats = fn.stats()
+    finally:
+        release.set()
+        fn.shutdown()
+
+    assert not isinstance(caught.value, FunctionError)
+    assert len(first) == 1
+    assert stats["throttles"] == 1
+    assert stats["errors"] == 0
+    assert stats["contexts_alive"] == 1
+
+
+def test_queued_invocation_waits_for_the_busy_context() -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    @handler(max_contexts=1, queue_timeout=10)
+    def fn(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        if event.get("slow"):
+            started.set()
+            release.wait(10)
+        return {"ctx": context.execution.id, "cold_start": context.cold_start}
+
+    first: list[dict[str, Any]] = []
+    try:
+        thread = threading.Thread(target=lambda: first.append(fn.invoke({"slow": True})))
+        thread.start()
+        assert started.wait(10)
+        timer = threading.Timer(0.3, release.set)
+        timer.start()
+        second = fn.invoke({})
+        thread.join(10)
+        timer.join(10)
+        stats = fn.stats()
+    finally:
+        release.set()
+        fn.shutdown()
+
+    assert second["ctx"] == first[0]["ctx"]
+    assert second["cold_start"] is False
+    assert stats["throttles"] == 0
+    assert stats["cold_starts"] == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("queue_timeout", "throttled"),
+    [pytest.param(0.2, True, id="short-queue-throttles"), pytest.param(10, False, id="long-queue-waits")],
+)
+async def test_full_pool_with_async_callers(queue_timeout: float, throttled: bool) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    @handler(max_contexts=1, queue_timeout=queue_timeout)
+    async def fn(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        if event.get("slow"):
+            started.set()
+            await asyncio.wait_for(release.wait(), 10)
+        return {"ctx": context.execution.id, "cold_start": context.cold_start}
+
+    outcome: Any
+    try:
+        slow = asyncio.create_task(fn.ainvoke({"slow": True}))
+        await asyncio.wait_for(started.wait(), 10)
+        asyncio.get_running_loop().call_later(0.5, release.set)
+        try:
+            outcome = await fn.ainvoke({})
+        except TooManyRequests as exc:
+            outcome = exc
+        first = await slow
+        stats = fn.stats()
+    finally:
+        release.set()
+        await fn.ashutdown()
+
+    if throttled:
+        assert isinstance(outcome, TooManyRequests)
+        assert not isinstance(outcome, FunctionError)
+        assert stats["throttles"] == 1
+    else:
+        assert outcome == {"ctx": first["ctx"], "cold_start": False}
+        assert stats["throttles"] == 0
+    assert stats["contexts_alive"] == 1
+
+
+# -- idle expiry -------------------------------------------------------------------------------
+
+
+def test_idle_context_is_retired_after_idle_ttl() -> None:
+    closed: list[str] = []
+
+    def setup(ctx: ExecutionContext) -> None:
+        ctx.on_shutdown(lambda: closed.append(ctx.id))
+
+    @handler(init=setup, idle_ttl=0.2)
+    def fn(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        return {"ctx": context.execution.id, "cold_start": context.cold_start}
+
+    try:
+        first = fn.invoke({})
+        assert _wait_for(lambda: closed == [first["ctx"]])
+        assert _wait_for(lambda: fn.stats()["contexts_alive"] == 0)
+        stats = fn.stats()
+        after = fn.invoke({})
+    finally:
+        fn.shutdown()
+
+    assert closed[0] == first["ctx"]
+    assert stats["contexts_retired"] == 1
+    assert after["cold_start"] is True
+    assert after["ctx"] != first["ctx"]
+
+
+# -- provisioned concurrency -------------------------------------------------------------------
+
+
+def test_provisioned_contexts_are_initialised_at_start() -> None:
+    inits: list[str] = []
+
+    def setup(ctx: ExecutionContext) -> None:
+        inits.append(ctx.id)
+
+    @handler(init=setup, provisioned=2)
+    def fn(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        return {"ctx": context.execution.id, "cold_start": context.cold_start}
+
+    try:
+        assert inits == []
+        fn.start()
+        inits_before = list(inits)
+        results = [fn.invoke({}) for _ in range(3)]
+        stats = fn.stats()
+    finally:
+        fn.shutdown()
+
+    assert len(inits_before) == 2
+    assert len(set(inits_before)) == 2
+    assert [r["cold_start"] for r in results] == [False] * 3
+    assert {r["ctx"] for r in results} <= set(inits_before)
+    assert len(inits) == 2
+    assert stats["cold_starts"] == 0
+    assert stats["warm_starts"] == 3
+
+
+@pytest.mark.anyio
+async def test_provisioned_contexts_are_initialised_at_astart() -> None:
+    inits: list[str] = []
+
+    async def setup(ctx: ExecutionContext) -> None:
+        inits.append(ctx.id)
+
+    @handler(init=setup, provisioned=2)
+    async def fn(event: dict[str, Any], context: LambdaContext) -> bool:
+        return context.cold_start
+
+    try:
+        await fn.astart()
+        inits_before = list(inits)
+        cold = [await fn.ainvoke({}) for _ in range(3)]
+    finally:
+        await fn.ashutdown()
+
+    assert len(set(inits_before)) == 2
+    assert cold == [False] * 3
+    assert len(inits) == 2
+
+
+# -- shutdown --------------------------------------------------------------------------------
+
+
+def test_shutdown_hooks_run_once_newest_first_and_scratch_is_removed() -> None:
+    calls: list[str] = []
+
+    def setup(ctx: ExecutionContext) -> None:
+        ctx.on_shutdown(lambda: calls.append("first registered"))
+        ctx.on_shutdown(lambda: calls.append("second registered"))
+
+    @handler(init=setup)
+    def fn(event: dict[str, Any], context: LambdaContext) -> str:
+        (context.tmp / "scratch.txt").write_text("x")
+        return str(context.tmp)
+
+    try:
+        tmp = Path(fn.invoke({}))
+        assert fn.invoke({}) == str(tmp)
+        before = list(calls)
+        assert tmp.is_dir()
+    finally:
+        fn.shutdown()
+    fn.shutdown()  # a second shutdown runs nothing again
+
+    assert before == []
+    assert calls == ["second registered", "first registered"]
+    assert not tmp.exists()
+
+
+@pytest.mark.anyio
+async def test_async_shutdown_hooks_run_once_newest_first_at_ashutdown() -> None:
+    calls: list[str] = []
+
+    async def async_hook() -> None:
+        await asyncio.sleep(0)
+        calls.append("async hook")
+
+    async def setup(ctx: ExecutionContext) -> None:
+        ctx.on_shutdown(lambda: calls.append("sync hook"))
+        ctx.on_shutdown(async_hook)
+
+    @handler(init=setup)
+    async def fn(event: dict[str, Any], context: LambdaContext) -> str:
+        (context.tmp / "scratch.txt").write_text("x")
+        return str(context.tmp)
+
+    try:
+        tmp = Path(await fn.ainvoke({}))
+        await fn.ainvoke({})
+        before = list(calls)
+    finally:
+        await fn.ashutdown()
+    await fn.ashutdown()
+
+    assert before == []
+    assert calls == ["async hook", "sync hook"]
+    assert _gone(tmp)
+
+
+def test_class_form_close_runs_at_shutdown() -> None:
+    calls: list[str] = []
+
+    class Counter:
+        def __init__(self, ctx: ExecutionContext) -> None:
+            calls.append("init")
+            self.count = 0
+
+        def __call__(self, event: dict[str, Any], context: LambdaContext) -> int:
+            self.count += 1
+            return self.count
+
+        def close(self) -> None:
+            calls.append("close")
+
+    fn = handler(Counter)  # the same as decorating the class with @handler
+    try:
+        counts = [fn.invoke({}) for _ in range(3)]
+        before = list(calls)
+    finally:
+        fn.shutdown()
+
+    assert counts == [1, 2, 3]
+    assert before == ["init"]
+    assert calls == ["init", "close"]
+
+
+def test_shutdown_waits_for_the_invocation_in_flight() -> None:
+    started = threading.Event()
+    log: list[str] = []
+
+    def finish() -> None:
+        time.sleep(0.3)
+        log.append("deferred done")
+
+    @handler(timeout=10)
+    def fn(event: dict[str, Any], context: LambdaContext) -> str:
+        started.set()
+        time.sleep(0.2)
+        context.defer(finish)
+        log.append("handler done")
+        return "ok"
+
+    results: list[Any] = []
+    thread = threading.Thread(target=lambda: results.append(fn.invoke({})))
+    thread.start()
+    try:
+        assert started.wait(10)
+    finally:
+        fn.shutdown()
+    seen = list(log)
+    thread.join(10)
+
+    assert seen == ["handler done", "deferred done"]
+    assert results == ["ok"]
+    assert fn.stats()["contexts_alive"] == 0
+
+
+# -- concurrency per context -------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_async_handler_with_concurrency_shares_one_context() -> None:
+    n = 3
+    inits: list[str] = []
+    seen: list[str] = []
+    all_in = asyncio.Event()
+
+    async def setup(ctx: ExecutionContext) -> None:
+        inits.append(ctx.id)
+
+    @handler(init=setup, concurrency=n)
+    async def fn(event: dict[str, Any], context: LambdaContext) -> str:
+        seen.append(context.execution.id)
+        if len(seen) == n:
+            all_in.set()
+        await asyncio.wait_for(all_in.wait(), 10)  # all three are in flight at once
+        return context.execution.id
+
+    try:
+        results = await asyncio.gather(*(fn.ainvoke({}) for _ in range(n)))
+        stats = fn.stats()
+    finally:
+        await fn.ashutdown()
+
+    assert len(inits) == 1
+    assert results == [inits[0]] * n
+    assert stats["contexts_alive"] == 1
+    assert stats["cold_starts"] == 1
+
+
+def test_sync_handler_with_concurrency_is_rejected_at_decoration() -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+
+        @handler(concurrency=2)
+        def fn(event: dict[str, Any], context: LambdaContext) -> None:
+            pass
