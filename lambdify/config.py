@@ -36,6 +36,12 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     "stray_tasks": "await",
 }
 OPTIONS: Final = ("name", *DEFAULTS)
+ACCOUNT_ID: Final = "000000000000"  # the fake account in every ARN and event lambdify makes
+
+
+def function_arn(name: str) -> str:
+    """The ARN a function would have on Lambda (region from `AWS_REGION`, default us-east-1)."""
+    return f"arn:aws:lambda:{os.environ.get('AWS_REGION', 'us-east-1')}:{ACCOUNT_ID}:function:{name}"
 
 
 class Config:

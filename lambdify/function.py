@@ -11,7 +11,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from .config import Config, build_config
+from .config import Config, build_config, function_arn
 from .errors import MemoryLimitExceeded, TooManyRequests
 from .invocation import check_event, new_request_id, run_async, run_on_owned_loop, run_sync
 from .limits import apply_memory_backstop, request_restart
@@ -87,8 +87,7 @@ class Function(Generic[F]):
         self._abandoned_alive = 0
         self._unhealthy: str | None = None
         self._asgi: ASGIApp | None = None
-        region = os.environ.get("AWS_REGION", "us-east-1")
-        self.arn = f"arn:aws:lambda:{region}:000000000000:function:{config.name}"
+        self.arn = function_arn(config.name)
         self.log_group_name = f"/aws/lambda/{config.name}"
         functools.update_wrapper(self, func)
         _functions.add(self)

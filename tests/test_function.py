@@ -129,7 +129,9 @@ async def test_concurrent_ainvoke_creates_one_context_each(functions: list[Funct
     functions.append(wait)
 
     async def open_gate() -> None:
-        while len(inits) < 6:
+        for _ in range(1000):  # bounded: the six INITs happen within a few event-loop turns
+            if len(inits) == 6:
+                break
             await asyncio.sleep(0.01)
         gate.set()
 

@@ -1,0 +1,203 @@
+"""One function served over HTTP (`fn.asgi`): request → Lambda event → invocation → response.
+
+The response goes out as soon as the handler's result is ready; deferred work is flushed
+after it, inside the same ASGI call, so servers (uvicorn waits for running requests on
+SIGTERM) do not exit before it ends. A client that disconnects does not cancel the
+invocation, as on Lambda.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Final
+
+from .errors import FunctionError, InvocationTimeout, TooManyRequests
+from .events import BadResponse, request_event, response_from_result
+from .invocation import new_request_id, run_async
+from .logs import logger
+
+if TYPE_CHECKING:
+    from ._types import Receive, Scope, Send
+    from .function import Function
+
+MAX_SYNC_PAYLOAD: Final = 6 * 1024 * 1024
+_JSON: Final = (b"content-type", b"application/json")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body; `_TooLarge` past `limit` bytes, `_Disconnected` if the client left."""
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        if len(body) > limit:
+            raise _TooLarge
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def declared_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def send_json(
+    send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None, head: bool = False
+) -> None:
+    body = json.dumps(payload).encode()
+    raw_headers = [_JSON, (b"content-length", str(len(body)).encode()), *(headers or ())]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+async def send_response(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def client_ip(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "127.0.0.1"
+
+
+async def serve_http(function: Function[Any], scope: Scope, receive: Receive, send: Send, raw_path: str) -> None:
+    """Serve one HTTP request as one invocation of `function`."""
+    request_id = new_request_id()
+    id_header = (b"x-amzn-requestid", request_id.encode())
+    head = scope["method"] == "HEAD"
+    declared = declared_length(scope)
+    try:
+        if declared is not None and declared > MAX_SYNC_PAYLOAD:
+            raise _TooLarge
+        body = await read_body(receive, MAX_SYNC_PAYLOAD)
+    except _TooLarge:
+        await send_json(send, 413, {"message": "Request Entity Too Large"}, [id_header], head)
+        return
+    except _Disconnected:
+        return
+    event_format = function.config.event_format
+    event = request_event(
+        event_format,
+        method=scope["method"],
+        raw_path=raw_path,
+        query_string=scope.get("query_string", b""),
+        headers=scope["headers"],
+        body=body,
+        source_ip=client_ip(scope),
+        protocol=f"HTTP/{scope.get('http_version', '1.1')}",
+        request_id=request_id,
+        function_name=function.config.name,
+    )
+    sent = False
+
+    async def ready(result: Any, failure: FunctionError | None) -> None:
+        nonlocal sent
+        sent = True
+        if failure is not None:
+            await send_json(send, 502, {"message": "Internal Server Error"}, [id_header], head)
+            return
+        try:
+            status, headers, payload = response_from_result(event_format, result, head=head)
+        except BadResponse as exc:
+            logger.error("RequestId: %s %s: malformed response: %s", request_id, function.config.name, exc)
+            await send_json(send, 502, {"message": "Internal Server Error"}, [id_header], head)
+            return
+        headers.append(id_header)
+        await send_response(send, status, headers, payload)
+
+    try:
+        await run_async(function, event, request_id, on_ready=ready)
+    except InvocationTimeout:
+        if not sent:
+            await send_json(send, 504, {"message": "Endpoint request timed out"}, [id_header], head)
+    except TooManyRequests:
+        await send_json(send, 429, {"message": "Too Many Requests"}, [id_header], head)
+    except FunctionError as error:
+        if not sent:  # INIT failed: there was no result to send
+            await send_json(send, 502, {"message": "Internal Server Error"}, [id_header], head)
+        elif error.error_type != "Runtime.OutOfMemory":
+            logger.debug("RequestId: %s failed after its response was sent: %s", request_id, error)
+
+
+class FunctionASGI:
+    """`fn.asgi`: an ASGI app that serves one function at every path (as a Function URL does)."""
+
+    def __init__(self, function: Function[Any]) -> None:
+        self.function = function
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await serve_http(self.function, scope, receive, send, raw_route_path(scope))
+        elif kind == "lifespan":
+            await run_lifespan(receive, send, self.function.astart, self.function.ashutdown)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1000})
+
+
+def raw_route_path(scope: Scope) -> str:
+    """The request path below any mount point, still percent-encoded as the client sent it."""
+    root = scope.get("root_path", "")
+    raw = scope.get("raw_path")
+    if raw is None:
+        from urllib.parse import quote
+
+        path = scope["path"]
+        return quote(path[len(root) :] if root and path.startswith(root) else path, safe="/:@!$&'()*+,;=-._~")
+    text = raw.decode("latin-1")
+    if root:
+        from urllib.parse import quote
+
+        for prefix in (root, quote(root, safe="/")):
+            if text.startswith(prefix):
+                return text[len(prefix) :] or "/"
+    return text or "/"
+
+
+async def run_lifespan(receive: Receive, send: Send, startup: Any, shutdown: Any) -> None:
+    """ASGI lifespan: `startup()` on startup, `shutdown()` on shutdown, failures reported to the server."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await startup()
+            except Exception as exc:
+                logger.exception("startup failed")
+                await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            try:
+                await shutdown()
+            except Exception as exc:
+                logger.exception("shutdown failed")
+                await send({"type": "lifespan.shutdown.failed", "message": f"{type(exc).__name__}: {exc}"})
+                return
+            await send({"type": "lifespan.shutdown.complete"})
+            return
