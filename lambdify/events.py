@@ -30,6 +30,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable
 from typing import Any, NotRequired, TypedDict, cast
 from urllib.parse import unquote, unquote_plus
 
@@ -159,12 +160,9 @@ def _clf_time(now: float) -> str:
 
 def _domain(host: str | None) -> tuple[str, str]:
     """(domainName, domainPrefix) from the Host header; AWS's never carry a port."""
-    if not host:
-        return "localhost", "localhost"
-    if host[0] == "[":  # [::1]:8000
-        host = host[: host.find("]") + 1]
-    else:
-        host = host.partition(":")[0]
+    host = host or "localhost"
+    if ":" in host and host[-1] != "]":  # not a bare "[::1]"
+        host = host.rpartition(":")[0]
     return host, host.partition(".")[0]
 
 
@@ -186,36 +184,27 @@ def _encode_body(body: bytes, content_type: str | None, alb: bool = False) -> tu
     return base64.b64encode(body).decode("ascii"), True
 
 
-def _query(qs: str, decode: bool) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """(last value of each key, all values of each key). API Gateway decodes `+` as a space, ALB nothing."""
+def _collect(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """(last value of each name, all values of each name)."""
     last: dict[str, str] = {}
     every: dict[str, list[str]] = {}
-    for piece in qs.split("&"):
-        if not piece:
-            continue
-        key, _, value = piece.partition("=")
-        if decode and ("%" in piece or "+" in piece):
-            key, value = unquote_plus(key), unquote_plus(value)
-        last[key] = value
-        if key in every:
-            every[key].append(value)
-        else:
-            every[key] = [value]
-    return last, every
-
-
-def _headers(raw: _Raw) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """(last value of each header, all values of each header)."""
-    last: dict[str, str] = {}
-    every: dict[str, list[str]] = {}
-    for raw_name, raw_value in raw:
-        name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+    for name, value in pairs:
         last[name] = value
         if name in every:
             every[name].append(value)
         else:
             every[name] = [value]
     return last, every
+
+
+def _query(qs: str, decode: bool) -> tuple[dict[str, str], dict[str, list[str]]]:
+    # API Gateway decodes `+` as a space and `%XX`; ALB decodes nothing.
+    pairs = (piece.partition("=")[::2] for piece in qs.split("&") if piece)
+    return _collect((unquote_plus(key), unquote_plus(value)) for key, value in pairs) if decode else _collect(pairs)
+
+
+def _headers(raw: _Raw) -> tuple[dict[str, str], dict[str, list[str]]]:
+    return _collect((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw)
 
 
 def request_event(
@@ -432,46 +421,35 @@ def _structured(event_format: str, result: dict[Any, Any]) -> tuple[int, list[tu
     else:
         data = body.encode("utf-8", "replace")
 
-    # v2 has no multiValueHeaders; ALB reads only the field of its mode; REST merges both.
-    single = None if event_format == "alb-multi" else result.get("headers")
-    multi = result.get("multiValueHeaders") if event_format == "v1" or event_format == "alb-multi" else None
-    pairs: list[tuple[bytes, bytes]] = []
-    typed = False  # a content-type was named (a null one suppresses the default, as on REST)
-    overridden: set[str] = set()
-    if multi is not None:
-        if type(multi) is not dict:
-            raise BadResponse("multiValueHeaders must be an object")
-        overridden = {_name(name) for name in multi}
-    if single is not None:
+    # v2 has no multiValueHeaders; ALB reads only the field of its mode; REST merges both, and
+    # for a name in both "only the values from multiValueHeaders" are sent.
+    merged: dict[str, list[Any]] = {}
+    if event_format != "alb-multi" and (single := result.get("headers")) is not None:
         if type(single) is not dict:
             raise BadResponse("headers must be an object")
         for name, value in single.items():
-            key = _name(name)
-            if key in overridden:  # REST: multiValueHeaders wins for a name in both
-                continue
-            if key == "content-type":
-                typed = True
-            if value is not None and key not in _DROPPED:
-                pairs.append((key.encode(), _value(value)))
-    if multi:
+            merged[_name(name)] = [value]
+    if (event_format == "v1" or event_format == "alb-multi") and (multi := result.get("multiValueHeaders")) is not None:
+        if type(multi) is not dict:
+            raise BadResponse("multiValueHeaders must be an object")
         for name, values in multi.items():
-            key = _name(name)
-            if key == "content-type":
-                typed = True
-            if values is None:
-                continue
-            if type(values) is not list:
+            if values is not None and type(values) is not list:
                 raise BadResponse(f"multiValueHeaders[{name!r}] must be a list")
-            if key not in _DROPPED:
-                raw = key.encode()
-                pairs += [(raw, _value(value)) for value in values if value is not None]
+            merged[_name(name)] = values or []
+    pairs = [
+        (key.encode(), _value(value))
+        for key, values in merged.items()
+        if key not in _DROPPED
+        for value in values
+        if value is not None
+    ]
     if event_format == "v2":
         cookies = result.get("cookies")
         if cookies is not None:
             if type(cookies) is not list:
                 raise BadResponse("cookies must be a list of strings")
             pairs += [(b"set-cookie", _value(cookie)) for cookie in cookies]
-    if not typed:
+    if "content-type" not in merged:  # a null one suppresses the default, as on REST
         pairs.append((b"content-type", _DEFAULT_TYPE[event_format]))
     return status, pairs, data
 

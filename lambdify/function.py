@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from ._types import ASGIApp
+    from .wsgi import FunctionWSGI
     from .context import ExecutionContext
 
 __all__ = ["Function", "handler"]
@@ -87,6 +88,7 @@ class Function(Generic[F]):
         self._abandoned_alive = 0
         self._unhealthy: str | None = None
         self._asgi: ASGIApp | None = None
+        self._wsgi: FunctionWSGI | None = None
         self.arn = function_arn(config.name)
         self.log_group_name = f"/aws/lambda/{config.name}"
         functools.update_wrapper(self, func)
@@ -107,6 +109,15 @@ class Function(Generic[F]):
 
             self._asgi = FunctionASGI(self)
         return self._asgi
+
+    @property
+    def wsgi(self) -> FunctionWSGI:
+        """This function as a WSGI app (for gunicorn, uWSGI, waitress...): every request is an invocation."""
+        if self._wsgi is None:
+            from .wsgi import FunctionWSGI
+
+            self._wsgi = FunctionWSGI(self)
+        return self._wsgi
 
     def init(self, fn: Callable[[ExecutionContext], Any]) -> Callable[[ExecutionContext], Any]:
         """Set the INIT code with a decorator: `@fn.init def setup(ctx): ...` (sync or async)."""

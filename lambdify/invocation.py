@@ -212,16 +212,29 @@ class _Invocation:
 # -- sync driver ----------------------------------------------------------------------------
 
 
-def _run_here(ctx: ExecutionContext, lc: LambdaContext, event: Any) -> tuple[Any, BaseException | None]:
-    """On the context's thread: the handler, then its deferred work."""
+def _run_here(
+    ctx: ExecutionContext,
+    lc: LambdaContext,
+    event: Any,
+    target: Callable[[Any, LambdaContext], Any] | None = None,
+    early: tuple[_Invocation, Any] | None = None,
+) -> tuple[Any, BaseException | None]:
+    """On the context's thread: the handler, then its deferred work.
+
+    With `early`, the outcome is decided and announced (a lock released) before the flush.
+    """
     ctx._serial += 1
     ctx.invocations += 1
     token = _current.set(lc)
     try:
         try:
-            result, error = ctx.settle(ctx._target(event, lc)), None
+            result, error = ctx.settle((target or ctx._target)(event, lc)), None
         except Exception as exc:
             result, error = None, exc
+        if early is not None:
+            invocation, ready = early
+            invocation.outcome(result, error)
+            ready.release()
         flush_here(ctx, lc)
     finally:
         _current.reset(token)
@@ -240,6 +253,54 @@ def run_sync(function: Function[Any], event: Any, request_id: str, deadline: flo
         invocation.lc._done = True
         result, error = None, _TimedOut()
     return invocation.finish(pool, result, error)
+
+
+class SyncRun:
+    """An invocation started from sync code whose answer is wanted before its flush (WSGI surfaces).
+
+    `ready()` waits for the handler's outcome; `complete()` waits for the flush and releases the
+    context. Both respect the deadline, so a stuck handler never blocks the calling thread.
+    """
+
+    def __init__(
+        self,
+        function: Function[Any],
+        event: Any,
+        request_id: str,
+        target: Callable[[Any, LambdaContext], Any] | None = None,
+    ) -> None:
+        self.pool = pool = function._pool(None)
+        ctx, cold = pool.acquire()
+        self.function = function
+        self.ctx = ctx
+        self.invocation = _Invocation(function, ctx, request_id, cold, None)
+        self.lc = self.invocation.lc
+        self._ready = threading.Lock()
+        self._ready.acquire()
+        self._call = ctx.worker.submit(_run_here, ctx, self.lc, event, target, (self.invocation, self._ready))
+        self._completed = False
+
+    def ready(self) -> tuple[Any, FunctionError | None] | None:
+        """The handler's (result, failure), or None if the deadline passed first."""
+        if not self._ready.acquire(timeout=max(0.0, self.invocation.remaining())):
+            return None
+        return self.invocation.result, self.invocation.failure
+
+    def complete(self) -> Any:
+        """Wait for the flush (within the deadline), release the context, return or raise the outcome."""
+        if self._completed:
+            return None
+        self._completed = True
+        call = self._call
+        if not call.done.acquire(timeout=max(0.0, self.invocation.remaining())):
+            if self.ctx.worker.abandon(call, self.function._unwound):
+                self.function._count_abandoned()
+            self.lc._done = True
+            return self.invocation.finish(self.pool, None, _TimedOut())
+        if call.error is not None:
+            return self.invocation.finish(self.pool, None, call.error)
+        result, error = call.result  # _run_here returned: the outcome was decided before the flush
+        return self.invocation.finish(self.pool, result, error, decided=True)
 
 
 # -- async driver ---------------------------------------------------------------------------
