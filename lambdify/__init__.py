@@ -27,16 +27,21 @@ from .function import handler as handler
 
 if _typing.TYPE_CHECKING:
     from .app import FunctionApp as FunctionApp
+    from .asgi import ASGIMiddleware as ASGIMiddleware
+    from .wsgi import WSGIMiddleware as WSGIMiddleware
+
+_LAZY = {"FunctionApp": "app", "ASGIMiddleware": "asgi", "WSGIMiddleware": "wsgi"}
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:
     # The HTTP surfaces import asyncio; `import lambdify` (e.g. on AWS) need not pay for them.
-    if name == "FunctionApp":
-        from .app import FunctionApp
+    module = _LAZY.get(name)
+    if module is not None:
+        import importlib
 
-        return FunctionApp
+        return getattr(importlib.import_module(f".{module}", __name__), name)
     raise AttributeError(f"module 'lambdify' has no attribute {name!r}")
 
 
@@ -45,6 +50,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "ASGIMiddleware",
     "ExecutionContext",
     "Function",
     "FunctionApp",
@@ -55,6 +61,7 @@ __all__ = [
     "LambdifyError",
     "MemoryLimitExceeded",
     "TooManyRequests",
+    "WSGIMiddleware",
     "current_context",
     "handler",
 ]

@@ -198,9 +198,21 @@ def _collect(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, str], dict[str
 
 
 def _query(qs: str, decode: bool) -> tuple[dict[str, str], dict[str, list[str]]]:
-    # API Gateway decodes `+` as a space and `%XX`; ALB decodes nothing.
-    pairs = (piece.partition("=")[::2] for piece in qs.split("&") if piece)
-    return _collect((unquote_plus(key), unquote_plus(value)) for key, value in pairs) if decode else _collect(pairs)
+    """(last value of each key, all values of each key). API Gateway decodes `+` and `%XX`; ALB nothing."""
+    last: dict[str, str] = {}
+    every: dict[str, list[str]] = {}
+    for piece in qs.split("&"):
+        if not piece:
+            continue
+        key, _, value = piece.partition("=")
+        if decode and ("%" in piece or "+" in piece):
+            key, value = unquote_plus(key), unquote_plus(value)
+        last[key] = value
+        if key in every:
+            every[key].append(value)
+        else:
+            every[key] = [value]
+    return last, every
 
 
 def _headers(raw: _Raw) -> tuple[dict[str, str], dict[str, list[str]]]:
@@ -378,20 +390,23 @@ _DEFAULT_TYPE = {"v2": b"text/plain; charset=utf-8", "v1": b"application/json", 
 _token = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-zA-Z]+").fullmatch
 
 
+# The result reaches the service as JSON, so what json.dumps accepts as an object, array, string
+# or number counts as one here (a defaultdict, a tuple, HTTPStatus.OK).
 def _name(name: object) -> str:
-    if type(name) is not str or not _token(name):
+    if not isinstance(name, str) or not _token(name):
         raise BadResponse(f"invalid header name {name!r}")
     return name.lower()
 
 
 def _value(value: object) -> bytes:
-    # The result reached the service as JSON, so scalars read as their JSON text.
-    if type(value) is str:
+    if isinstance(value, str):
         text = value
-    elif isinstance(value, bool):
+    elif isinstance(value, bool):  # as its JSON text
         text = "true" if value else "false"
-    elif isinstance(value, int | float):
-        text = str(value)
+    elif isinstance(value, int):
+        text = int.__repr__(value)  # as json.dumps writes it, an IntEnum included
+    elif isinstance(value, float):
+        text = float.__repr__(value)
     else:
         raise BadResponse(f"header value must be a string, not {type(value).__name__}")
     if "\n" in text or "\r" in text or "\0" in text:
@@ -405,13 +420,13 @@ def _structured(event_format: str, result: dict[Any, Any]) -> tuple[int, list[tu
             if key not in _V1_KEYS:  # REST: "Malformed Lambda proxy response"
                 raise BadResponse(f"unexpected key {key!r} in a REST API proxy response")
     status = result["statusCode"]
-    if type(status) is not int or not 100 <= status <= 599:
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
         raise BadResponse(f"statusCode must be an int from 100 to 599, not {status!r}")
 
     body = result.get("body")
     if body is None:
         data = b""
-    elif type(body) is not str:
+    elif not isinstance(body, str):
         raise BadResponse(f"body must be a string, not {type(body).__name__}")
     elif result.get("isBase64Encoded"):
         try:
@@ -423,17 +438,17 @@ def _structured(event_format: str, result: dict[Any, Any]) -> tuple[int, list[tu
 
     # v2 has no multiValueHeaders; ALB reads only the field of its mode; REST merges both, and
     # for a name in both "only the values from multiValueHeaders" are sent.
-    merged: dict[str, list[Any]] = {}
+    merged: dict[str, list[Any] | tuple[Any, ...]] = {}
     if event_format != "alb-multi" and (single := result.get("headers")) is not None:
-        if type(single) is not dict:
+        if not isinstance(single, dict):
             raise BadResponse("headers must be an object")
         for name, value in single.items():
             merged[_name(name)] = [value]
     if (event_format == "v1" or event_format == "alb-multi") and (multi := result.get("multiValueHeaders")) is not None:
-        if type(multi) is not dict:
+        if not isinstance(multi, dict):
             raise BadResponse("multiValueHeaders must be an object")
         for name, values in multi.items():
-            if values is not None and type(values) is not list:
+            if values is not None and not isinstance(values, list | tuple):
                 raise BadResponse(f"multiValueHeaders[{name!r}] must be a list")
             merged[_name(name)] = values or []
     pairs = [
@@ -446,12 +461,12 @@ def _structured(event_format: str, result: dict[Any, Any]) -> tuple[int, list[tu
     if event_format == "v2":
         cookies = result.get("cookies")
         if cookies is not None:
-            if type(cookies) is not list:
+            if not isinstance(cookies, list | tuple):
                 raise BadResponse("cookies must be a list of strings")
             pairs += [(b"set-cookie", _value(cookie)) for cookie in cookies]
     if "content-type" not in merged:  # a null one suppresses the default, as on REST
         pairs.append((b"content-type", _DEFAULT_TYPE[event_format]))
-    return status, pairs, data
+    return int(status), pairs, data
 
 
 def response_from_result(
@@ -471,7 +486,7 @@ def response_from_result(
         status, headers, body = _structured(event_format, result)
     elif event_format == "v2":
         # HTTP API infers a response from anything else: 200, JSON, the result as the body.
-        if type(result) is str:
+        if isinstance(result, str):
             text = result
         else:
             try:

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     import asyncio
 
     from ._types import ASGIApp
-    from .wsgi import FunctionWSGI
     from .context import ExecutionContext
+    from .wsgi import FunctionWSGI
 
 __all__ = ["Function", "handler"]
 

@@ -85,6 +85,7 @@ Ready = Callable[[Any, "FunctionError | None"], Awaitable[None]]
 
 class _Invocation:
     __slots__ = (
+        "marshal",
         "cold",
         "ctx",
         "failure",
@@ -122,6 +123,7 @@ class _Invocation:
         self.failure: FunctionError | None = None
         self.retire: str | None = None
         self.status: str | None = None
+        self.marshal = True  # Lambda returns JSON; a wrapped web app's response is not
         self.peak_before = peak_rss_mb() if function.config.memory_mb is not None else 0.0
         if log is not None:
             self.lc._log = log
@@ -138,10 +140,12 @@ class _Invocation:
         request_id = self.lc.aws_request_id
         failure: FunctionError | None = None
         if error is None:
-            try:
-                ensure_json(result)
-            except (TypeError, ValueError) as exc:
-                failure = FunctionError("Runtime.MarshalError", f"Unable to marshal response: {exc}", [], request_id)
+            if self.marshal:
+                try:
+                    ensure_json(result)
+                except (TypeError, ValueError) as exc:
+                    message = f"Unable to marshal response: {exc}"
+                    failure = FunctionError("Runtime.MarshalError", message, [], request_id)
         elif isinstance(error, _TimedOut):
             failure, self.retire, self.status = InvocationTimeout(self.timeout, request_id), "timed out", "timeout"
         elif isinstance(error, MemoryError):
@@ -274,6 +278,7 @@ class SyncRun:
         self.function = function
         self.ctx = ctx
         self.invocation = _Invocation(function, ctx, request_id, cold, None)
+        self.invocation.marshal = target is None
         self.lc = self.invocation.lc
         self._ready = threading.Lock()
         self._ready.acquire()

@@ -14,7 +14,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Final
 
 from .endpoint import MAX_SYNC_PAYLOAD
-from .errors import FunctionError, InvocationTimeout, TooManyRequests
+from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, TooManyRequests
 from .events import BadResponse, request_event, response_from_result
 from .invocation import SyncRun, new_request_id
 from .logs import logger
@@ -181,3 +181,79 @@ class FunctionWSGI:
         headers.append(("x-amzn-RequestId", request_id))
         start_response(status_line(status), headers)
         return [payload]
+
+
+class _Response:
+    """What the wrapped WSGI app produced, collected on the execution context's thread."""
+
+    __slots__ = ("body", "exc_info", "headers", "status")
+
+    def __init__(self) -> None:
+        self.status = "500 Internal Server Error"
+        self.headers: list[tuple[str, str]] = []
+        self.body: list[bytes] = []
+        self.exc_info: Any = None
+
+
+class WSGIMiddleware:
+    """Each request to the wrapped WSGI app (Flask, Django, ...) is an invocation on a per-worker
+    execution context, one request per context at a time.
+
+    ```python
+    app.wsgi_app = WSGIMiddleware(app.wsgi_app, timeout=10, init=setup)   # Flask
+    ```
+    The app runs on its context's thread while the server thread waits with the deadline, so a
+    slow request gets a 504 and the server thread is free again. The response body is
+    collected within the deadline, then sent; deferred work is flushed after it.
+    """
+
+    def __init__(self, app: Callable[[Environ, StartResponse], Iterable[bytes]], **options: Any) -> None:
+        from .asgi import MIDDLEWARE_DEFAULTS, middleware_function
+
+        self.app = app
+        self.function = middleware_function(app, {**MIDDLEWARE_DEFAULTS, "concurrency": 1}, options)
+
+    def _run_app(self, environ: Environ, context: Any) -> _Response:
+        environ["lambdify.context"] = context
+        response = _Response()
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            response.status, response.headers, response.exc_info = status, headers, exc_info
+            return response.body.append  # the legacy write() callable
+
+        chunks = self.app(environ, start_response)
+        try:
+            response.body.extend(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        return response
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        request_id = new_request_id()
+        try:
+            run = SyncRun(self.function, environ, request_id, target=self._run_app)
+        except TooManyRequests:
+            return json_response(start_response, 429, "Too Many Requests", request_id)
+        except FunctionError as exc:
+            logger.error("RequestId: %s INIT failed: %s", request_id, exc)
+            return json_response(start_response, 502, "Internal Server Error", request_id)
+        outcome = run.ready()
+        if outcome is None:
+            try:
+                run.complete()
+            except FunctionError:
+                pass
+            return json_response(start_response, 504, "Endpoint request timed out", request_id)
+        response, failure = outcome
+        if failure is not None:
+            try:
+                run.complete()
+            except FunctionError:
+                pass
+            if isinstance(failure, MemoryLimitExceeded) or failure.__cause__ is None:
+                return json_response(start_response, 500, "Memory limit exceeded", request_id)
+            raise failure.__cause__  # the app's own exception, as the server would have seen it
+        start_response(response.status, response.headers, response.exc_info)
+        return _Flushing(response.body, run)

@@ -1,0 +1,219 @@
+"""`ASGIMiddleware`: wrap an existing ASGI app (Starlette, FastAPI, ...) so that each HTTP request
+is an invocation on a per-worker execution context.
+
+```python
+app = FastAPI()
+app.add_middleware(ASGIMiddleware, timeout=10, init=setup)
+```
+
+Pure ASGI. The fast path adds one pool hand-out, one timer and one ContextVar to a request.
+At the deadline the middleware answers 504 itself if the app has not started its response
+(a sync endpoint stuck in a thread pool cannot be cancelled, so waiting for it is not an
+option); if the response had started, the app is cancelled and the connection is closed, so
+that no half-sent body passes for a complete one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from typing import TYPE_CHECKING, Any, Final
+
+from starlette.requests import Request
+
+from .background import cancel_stray_tasks, flush
+from .config import build_config
+from .context import LambdaContext, _current
+from .endpoint import send_json
+from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, TooManyRequests
+from .function import Function
+from .invocation import _Invocation, _TimedOut, new_request_id
+from .limits import peak_rss_mb
+from .logs import logger
+
+if TYPE_CHECKING:
+    from ._types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["ASGIMiddleware", "lambda_context"]
+
+MIDDLEWARE_DEFAULTS: Final = {"timeout": 30.0, "memory_mb": None}
+SCOPE_KEY: Final = "lambdify.context"
+
+
+class ResponseCutOff(Exception):
+    """The deadline passed after the response had started: the server must close the connection."""
+
+
+def app_name(app: Any) -> str:
+    name = getattr(app, "__name__", None) or type(app).__name__
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "-" for c in str(name))[:64]
+    return cleaned or "app"
+
+
+def middleware_function(app: Any, defaults: dict[str, Any], options: dict[str, Any]) -> Function[Any]:
+    """The Function behind a middleware: the app is its handler, the options are @handler's."""
+    name = options.pop("name", None) or app_name(app)
+    config = build_config(name, {**defaults, **options, "name": name})
+    return Function(app, config)
+
+
+class _Request:
+    __slots__ = ("answer", "answered", "completed", "started", "timed_out")
+
+    def __init__(self) -> None:
+        self.answer: asyncio.Task[None] | None = None
+        self.started = False
+        self.completed = False
+        self.timed_out = False
+        self.answered = False  # the middleware answered for the app: drop what the app sends
+
+
+class ASGIMiddleware:
+    """Each HTTP request to the wrapped app is an invocation: a warm context, a deadline, a memory
+    ceiling, and background work flushed after the response.
+
+    The LambdaContext is at `scope["lambdify.context"]` and `current_context()`. Options are
+    `@handler`'s; defaults here: `timeout=30`, `memory_mb=None`, `concurrency=None` (one context
+    per worker, shared by concurrent requests: its resources must be safe to share).
+    """
+
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
+        self.app = app
+        self.function = middleware_function(app, {**MIDDLEWARE_DEFAULTS, "concurrency": None}, options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:  # websockets and anything else: untouched, no deadline
+            await self.app(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        function = self.function
+        loop = asyncio.get_running_loop()
+        pool = function._pool(loop)
+        request_id = new_request_id()
+        try:
+            ctx, cold = await pool.aacquire()
+        except TooManyRequests:
+            await send_json(send, 429, {"message": "Too Many Requests"}, [_id_header(request_id)])
+            return
+        except FunctionError as exc:
+            logger.error("RequestId: %s INIT failed: %s", request_id, exc)
+            await send_json(send, 502, {"message": "Internal Server Error"}, [_id_header(request_id)])
+            return
+        invocation = _Invocation(function, ctx, request_id, cold, None)
+        lc = invocation.lc
+        scope[SCOPE_KEY] = lc
+        request = _Request()
+        ceiling = function.config.memory_mb
+
+        async def send_wrapper(message: Message) -> None:
+            if request.answered:
+                return
+            kind = message["type"]
+            if kind == "http.response.start":
+                if ceiling is not None and _over(invocation, ceiling):
+                    request.answered = request.started = True
+                    await _answer_out_of_memory(send, request_id)
+                    return
+                request.started = True
+            elif kind == "http.response.body" and not message.get("more_body", False):
+                request.completed = True
+            await send(message)
+
+        task = asyncio.current_task()
+        assert task is not None
+        timer = loop.call_at(loop.time() + invocation.remaining(), _expire, request, task, send, request_id)
+        token = _current.set(lc)
+        error: BaseException | None = None
+        try:
+            try:
+                await self.app(scope, receive, send_wrapper)
+            except Exception as exc:
+                error = exc
+            if lc._deferred or lc._tasks:
+                await flush(ctx, lc)
+            else:
+                lc._done = True
+        except asyncio.CancelledError:
+            if not request.timed_out:
+                cancel_stray_tasks(lc)
+                pool.release(ctx)
+                raise
+            task.uncancel()
+        finally:
+            timer.cancel()
+            _current.reset(token)
+        if request.timed_out:
+            cancel_stray_tasks(lc)
+            error = _TimedOut()
+            if request.answer is not None:
+                await request.answer
+        try:
+            invocation.finish(pool, None, error)
+        except InvocationTimeout:
+            if not request.answered:
+                raise ResponseCutOff(f"RequestId: {request_id} timed out after its response had started") from None
+        except MemoryLimitExceeded:
+            if not request.started:
+                await _answer_out_of_memory(send, request_id)
+        except FunctionError:
+            if error is None:
+                raise
+            raise error from None  # the app's own exception, as it would reach the server unwrapped
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the app's lifespan through; add provisioned contexts at startup and retire all at shutdown."""
+        function = self.function
+
+        async def receive_wrapper() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await function.astart()
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await function.ashutdown()
+            await send(message)
+
+        await self.app(scope, receive_wrapper, send_wrapper)
+
+
+def _id_header(request_id: str) -> tuple[bytes, bytes]:
+    return (b"x-amzn-requestid", request_id.encode())
+
+
+def _over(invocation: _Invocation, ceiling: int) -> bool:
+    peak = peak_rss_mb()
+    return peak > ceiling and peak > invocation.peak_before
+
+
+async def _answer_out_of_memory(send: Send, request_id: str) -> None:
+    await send_json(send, 500, {"message": "Memory limit exceeded"}, [_id_header(request_id)])
+
+
+def _expire(request: _Request, task: asyncio.Task[Any], send: Send, request_id: str) -> None:
+    """At the deadline: answer 504 now if the app has not started its response, and cancel it."""
+    request.timed_out = True
+    if not request.started:
+        request.answered = True
+        answer = send_json(send, 504, {"message": "Endpoint request timed out"}, [_id_header(request_id)])
+        # Its own (empty) context: the answer is not background work of the invocation it ends.
+        request.answer = asyncio.get_running_loop().create_task(answer, context=contextvars.Context())
+    task.cancel()
+
+
+def lambda_context(request: Request) -> LambdaContext:
+    """The LambdaContext of a Starlette/FastAPI request (usable as a FastAPI dependency).
+
+    ```python
+    @app.get("/")
+    def index(context: LambdaContext = Depends(lambda_context)): ...
+    ```
+    """
+    context: LambdaContext = request.scope[SCOPE_KEY]
+    return context
