@@ -54,6 +54,10 @@ def middleware_function(app: Any, defaults: dict[str, Any], options: dict[str, A
     """The Function behind a middleware: the app is its handler, the options are @handler's."""
     name = options.pop("name", None) or app_name(app)
     config = build_config(name, {**defaults, **options, "name": name})
+    if config.isolation != "thread":
+        raise ValueError(
+            "isolation='process' is for @handler functions: a middleware runs its app in the server's process"
+        )
     return Function(app, config)
 
 

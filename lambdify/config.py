@@ -14,7 +14,7 @@ from typing import Any, Final
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ISOLATIONS: Final = ("thread", "process")
-EVENT_FORMATS: Final = ("v2", "v1", "alb")
+EVENT_FORMATS: Final = ("v2", "v1", "alb", "alb-multi")  # alb-multi: ALB with multi-value headers on
 STRAY_TASK_POLICIES: Final = ("await", "cancel", "warn")
 
 #: Lambda's defaults, and lambdify's own for the options Lambda has no word on.

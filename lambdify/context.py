@@ -101,14 +101,22 @@ class ExecutionContext:
         """The context's dedicated thread, started on first need."""
         if self._worker is None:
             self._worker = Worker(f"lambdify:{self.function_name}:{self.id[:8]}")
+            if "asyncio" in sys.modules:
+                # Sync code that expects a current event loop (Mangum's asyncio.get_event_loop())
+                # finds the context's private loop, as it would find the main thread's on Lambda.
+                self._worker.submit(self._set_thread_loop)
         return self._worker
+
+    def _set_thread_loop(self) -> None:
+        import asyncio
+
+        asyncio.set_event_loop(self._loop_here())
 
     @property
     def has_worker(self) -> bool:
         return self._worker is not None
 
-    def run_coroutine_here(self, awaitable: Awaitable[Any]) -> Any:
-        """Run async code of a loop-less context on its private loop (called on its own thread)."""
+    def _loop_here(self) -> asyncio.AbstractEventLoop:
         if self._private_loop is None:
             import asyncio
 
@@ -116,7 +124,18 @@ class ExecutionContext:
 
             self._private_loop = asyncio.new_event_loop()
             install_task_factory(self._private_loop)
-        return self._private_loop.run_until_complete(_as_coroutine(awaitable))
+        return self._private_loop
+
+    def release_private_loop(self) -> None:
+        """Close the private loop of a context whose thread is stuck (unless that thread is running it)."""
+        loop = self._private_loop
+        if loop is not None and not loop.is_running():
+            self._private_loop = None
+            loop.close()
+
+    def run_coroutine_here(self, awaitable: Awaitable[Any]) -> Any:
+        """Run async code of a loop-less context on its private loop (called on its own thread)."""
+        return self._loop_here().run_until_complete(_as_coroutine(awaitable))
 
     def settle(self, value: Any) -> Any:
         """On the context's own thread: a sync result as is, an awaitable run to completion."""
@@ -160,6 +179,23 @@ class ExecutionContext:
         close = getattr(instance, "close", None)
         if callable(close):
             self._hooks.append(close)
+
+    def start(self, timeout: float) -> None:
+        """INIT from a sync caller, on the context's thread; `TimeoutError` after `timeout` seconds."""
+        self.worker.call(self.init_here, timeout=timeout)
+
+    def abandon_init(self, timeout: TimeoutError) -> bool:
+        """Give up on an INIT that timed out; True if a thread was left running it."""
+        return self.worker.abandon(timeout.args[0], self._function._unwound)
+
+    def freeze(self) -> None:
+        """Stop an idle context's code (process isolation only; threads cannot be stopped)."""
+
+    def thaw(self) -> None:
+        """Undo `freeze()` before the context is used again."""
+
+    def cancel_init(self) -> None:
+        """An async INIT timed out (its thread, if any, was abandoned already)."""
 
     def init_here(self) -> None:
         """INIT for a loop-less context, on its own thread."""
@@ -213,6 +249,11 @@ class ExecutionContext:
             except Exception:
                 _log_hook_failure(self, call)
         self._remove_scratch()
+        if self._private_loop is not None and worker is not None:
+            await self.acall(self._private_loop.close)
+            self._private_loop = None
+        else:
+            self.release_private_loop()
 
     def _remove_scratch(self) -> None:
         if self._tmp is not None:

@@ -30,8 +30,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable
-from typing import Any, NotRequired, TypedDict, cast
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 from urllib.parse import unquote, unquote_plus
 
 from .errors import LambdifyError
@@ -48,83 +47,80 @@ class BadResponse(LambdifyError):
     """The handler's result cannot be mapped to an HTTP response (API Gateway answers 502)."""
 
 
-class HTTPContext(TypedDict):
-    method: str
-    path: str
-    protocol: str
-    sourceIp: str
-    userAgent: str
+if TYPE_CHECKING:  # the events' shapes; building TypedDicts at runtime would cost ~1 ms of import
 
+    class HTTPContext(TypedDict):
+        method: str
+        path: str
+        protocol: str
+        sourceIp: str
+        userAgent: str
 
-class V2RequestContext(TypedDict):
-    accountId: str
-    apiId: str
-    domainName: str
-    domainPrefix: str
-    http: HTTPContext
-    requestId: str
-    routeKey: str
-    stage: str
-    time: str
-    timeEpoch: int
+    class V2RequestContext(TypedDict):
+        accountId: str
+        apiId: str
+        domainName: str
+        domainPrefix: str
+        http: HTTPContext
+        requestId: str
+        routeKey: str
+        stage: str
+        time: str
+        timeEpoch: int
 
+    class V2Event(TypedDict):
+        version: str
+        routeKey: str
+        rawPath: str
+        rawQueryString: str
+        cookies: NotRequired[list[str]]
+        headers: dict[str, str]
+        queryStringParameters: NotRequired[dict[str, str]]
+        requestContext: V2RequestContext
+        body: NotRequired[str]
+        isBase64Encoded: bool
 
-class V2Event(TypedDict):
-    version: str
-    routeKey: str
-    rawPath: str
-    rawQueryString: str
-    cookies: NotRequired[list[str]]
-    headers: dict[str, str]
-    queryStringParameters: NotRequired[dict[str, str]]
-    requestContext: V2RequestContext
-    body: NotRequired[str]
-    isBase64Encoded: bool
+    class V1RequestContext(TypedDict):
+        accountId: str
+        apiId: str
+        domainName: str
+        domainPrefix: str
+        extendedRequestId: str
+        httpMethod: str
+        identity: dict[str, str | None]
+        path: str
+        protocol: str
+        requestId: str
+        requestTime: str
+        requestTimeEpoch: int
+        resourceId: str
+        resourcePath: str
+        stage: str
 
+    class V1Event(TypedDict):
+        resource: str
+        path: str
+        httpMethod: str
+        headers: dict[str, str]
+        multiValueHeaders: dict[str, list[str]]
+        queryStringParameters: dict[str, str] | None
+        multiValueQueryStringParameters: dict[str, list[str]] | None
+        pathParameters: dict[str, str] | None
+        stageVariables: None
+        requestContext: V1RequestContext
+        body: str | None
+        isBase64Encoded: bool
 
-class V1RequestContext(TypedDict):
-    accountId: str
-    apiId: str
-    domainName: str
-    domainPrefix: str
-    extendedRequestId: str
-    httpMethod: str
-    identity: dict[str, str | None]
-    path: str
-    protocol: str
-    requestId: str
-    requestTime: str
-    requestTimeEpoch: int
-    resourceId: str
-    resourcePath: str
-    stage: str
-
-
-class V1Event(TypedDict):
-    resource: str
-    path: str
-    httpMethod: str
-    headers: dict[str, str]
-    multiValueHeaders: dict[str, list[str]]
-    queryStringParameters: dict[str, str] | None
-    multiValueQueryStringParameters: dict[str, list[str]] | None
-    pathParameters: dict[str, str] | None
-    stageVariables: None
-    requestContext: V1RequestContext
-    body: str | None
-    isBase64Encoded: bool
-
-
-class ALBEvent(TypedDict):
-    requestContext: dict[str, dict[str, str]]
-    httpMethod: str
-    path: str
-    queryStringParameters: NotRequired[dict[str, str]]
-    multiValueQueryStringParameters: NotRequired[dict[str, list[str]]]
-    headers: NotRequired[dict[str, str]]
-    multiValueHeaders: NotRequired[dict[str, list[str]]]
-    body: str
-    isBase64Encoded: bool
+    class ALBEvent(TypedDict):
+        requestContext: dict[str, dict[str, str]]
+        httpMethod: str
+        path: str
+        queryStringParameters: NotRequired[dict[str, str]]
+        multiValueQueryStringParameters: NotRequired[dict[str, list[str]]]
+        headers: NotRequired[dict[str, str]]
+        multiValueHeaders: NotRequired[dict[str, list[str]]]
+        body: str
+        isBase64Encoded: bool
 
 
 class ProxyResponse(TypedDict, total=False):
@@ -184,19 +180,6 @@ def _encode_body(body: bytes, content_type: str | None, alb: bool = False) -> tu
     return base64.b64encode(body).decode("ascii"), True
 
 
-def _collect(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """(last value of each name, all values of each name)."""
-    last: dict[str, str] = {}
-    every: dict[str, list[str]] = {}
-    for name, value in pairs:
-        last[name] = value
-        if name in every:
-            every[name].append(value)
-        else:
-            every[name] = [value]
-    return last, every
-
-
 def _query(qs: str, decode: bool) -> tuple[dict[str, str], dict[str, list[str]]]:
     """(last value of each key, all values of each key). API Gateway decodes `+` and `%XX`; ALB nothing."""
     last: dict[str, str] = {}
@@ -216,7 +199,17 @@ def _query(qs: str, decode: bool) -> tuple[dict[str, str], dict[str, list[str]]]
 
 
 def _headers(raw: _Raw) -> tuple[dict[str, str], dict[str, list[str]]]:
-    return _collect((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw)
+    """(last value of each header, all values of each header)."""
+    last: dict[str, str] = {}
+    every: dict[str, list[str]] = {}
+    for raw_name, raw_value in raw:
+        name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+        last[name] = value
+        if name in every:
+            every[name].append(value)
+        else:
+            every[name] = [value]
+    return last, every
 
 
 def request_event(
@@ -268,14 +261,6 @@ def _v2(
         previous = headers.get(name)
         headers[name] = value if previous is None else f"{previous},{value}"
     domain, prefix = _domain(headers.get("host"))
-    path = unquote(raw_path) if "%" in raw_path else raw_path
-    http: HTTPContext = {
-        "method": method,
-        "path": path,
-        "protocol": proto,
-        "sourceIp": ip,
-        "userAgent": headers.get("user-agent", ""),
-    }
     event: V2Event = {
         "version": "2.0",
         "routeKey": "$default",
@@ -287,7 +272,13 @@ def _v2(
             "apiId": API_ID,
             "domainName": domain,
             "domainPrefix": prefix,
-            "http": http,
+            "http": {
+                "method": method,
+                "path": unquote(raw_path) if "%" in raw_path else raw_path,
+                "protocol": proto,
+                "sourceIp": ip,
+                "userAgent": headers.get("user-agent", ""),
+            },
             "requestId": rid,
             "routeKey": "$default",
             "stage": stage,

@@ -160,7 +160,7 @@ class Function(Generic[F]):
 
     def _invoke(self, event: Any, request_id: str, deadline: float | None) -> Any:
         self._check_health()
-        if self._is_async:
+        if self._is_async and self.config.isolation == "thread":
             return run_on_owned_loop(self, event, request_id, deadline)
         return run_sync(self, event, request_id, deadline)
 
@@ -180,10 +180,22 @@ class Function(Generic[F]):
                     pool = self._new_pool(loop)
         return pool
 
+    @property
+    def _context_class(self) -> type[ExecutionContext]:
+        if self.config.isolation == "process":
+            from .isolation.process import ProcessContext
+
+            return ProcessContext
+        from .context import ExecutionContext
+
+        return ExecutionContext
+
     def _new_pool(self, loop: asyncio.AbstractEventLoop | None) -> Pool:
-        if self.config.isolation != "thread":
-            raise NotImplementedError("isolation='process' is not available yet; use isolation='thread'")
-        if self.config.memory_mb is not None:
+        if self.config.isolation == "process":
+            from .isolation.process import handler_location
+
+            handler_location(self)  # fail now, clearly, if a child could not import the handler
+        elif self.config.memory_mb is not None:
             apply_memory_backstop(self.config.memory_mb)
         if loop is not None:
             from .background import install_task_factory

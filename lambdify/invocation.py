@@ -37,6 +37,14 @@ class _TimedOut(Exception):
     """Marks an invocation that passed its deadline."""
 
 
+class Reported(Exception):
+    """A failure already mapped to its FunctionError (e.g. by a child process)."""
+
+    def __init__(self, failure: FunctionError) -> None:
+        super().__init__(failure)
+        self.failure = failure
+
+
 def new_request_id() -> str:
     """A uuid4 string, as Lambda's request ids are (without importing `uuid`)."""
     raw = bytearray(os.urandom(16))
@@ -86,6 +94,7 @@ Ready = Callable[[Any, "FunctionError | None"], Awaitable[None]]
 class _Invocation:
     __slots__ = (
         "marshal",
+        "max_memory",
         "cold",
         "ctx",
         "failure",
@@ -124,6 +133,7 @@ class _Invocation:
         self.retire: str | None = None
         self.status: str | None = None
         self.marshal = True  # Lambda returns JSON; a wrapped web app's response is not
+        self.max_memory: float | None = None  # measured elsewhere (a child process), for REPORT
         self.peak_before = peak_rss_mb() if function.config.memory_mb is not None else 0.0
         if log is not None:
             self.lc._log = log
@@ -148,11 +158,18 @@ class _Invocation:
                     failure = FunctionError("Runtime.MarshalError", message, [], request_id)
         elif isinstance(error, _TimedOut):
             failure, self.retire, self.status = InvocationTimeout(self.timeout, request_id), "timed out", "timeout"
+        elif isinstance(error, Reported):
+            failure = error.failure
+            if isinstance(failure, MemoryLimitExceeded):
+                self.retire = "out of memory"
+            elif failure.error_type == "Runtime.ExitError":
+                self.retire = "its process exited"
         elif isinstance(error, MemoryError):
             failure, self.retire = self._out_of_memory("an allocation failed (MemoryError)"), "out of memory"
         else:
             failure = FunctionError(type(error).__name__, str(error), stack_trace(error), request_id)
             failure.__cause__ = error
+            logs.log_error(failure, self.lc._log)
         memory_failure = self._memory_check()
         self.result, self.failure = result, memory_failure or failure
         return self.failure
@@ -188,7 +205,8 @@ class _Invocation:
         function._invoked(self.cold, self.failure, self.status)
         if logs.enabled() or lc._log is not None:
             init_ms = ctx.init_ms if self.cold else None
-            report = logs.report_line(request_id, duration, config.memory_size, peak_rss_mb(), init_ms, self.status)
+            peak = self.max_memory if self.max_memory is not None else peak_rss_mb()
+            report = logs.report_line(request_id, duration, config.memory_size, peak, init_ms, self.status)
             logs.log_end_report(request_id, report, lc._log)
         pool.release(ctx, self.retire)
         if self.retire == "out of memory":
@@ -246,6 +264,10 @@ def _run_here(
 
 
 def run_sync(function: Function[Any], event: Any, request_id: str, deadline: float | None = None) -> Any:
+    if function.config.isolation == "process":
+        from .isolation import process
+
+        return process.run_sync(function, event, request_id, deadline)
     pool = function._pool(None)
     ctx, cold = pool.acquire()
     invocation = _Invocation(function, ctx, request_id, cold, deadline)
@@ -335,6 +357,12 @@ async def run_async(
     handler's outcome is known, before the flush: HTTP surfaces answer the client there."""
     import asyncio
 
+    if function.config.isolation == "process":
+        from .isolation import process
+
+        return await process.run_async(
+            function, event, request_id, deadline, on_ready=on_ready, log=log, on_start=on_start
+        )
     pool = function._pool(asyncio.get_running_loop())
     ctx, cold = await pool.aacquire()
     invocation = _Invocation(function, ctx, request_id, cold, deadline, log)

@@ -121,3 +121,13 @@ def enable_capture() -> None:
 def tail(log: list[str], limit: int = 4096) -> bytes:
     """The last `limit` bytes of a captured log, as Lambda returns them in X-Amz-Log-Result."""
     return "".join(log).encode("utf-8", "replace")[-limit:]
+
+
+def log_error(failure: Any, tail: list[str] | None) -> None:
+    """An unhandled handler error, as Lambda's Python runtime logs it: `[ERROR] Type: message` + trace."""
+    line = f"[ERROR] {failure.error_type}: {failure.error_message}\nTraceback (most recent call last):\n"
+    line += "".join(failure.stack_trace)
+    if tail is not None:
+        tail.append(line if line.endswith("\n") else line + "\n")
+    if logger.isEnabledFor(logging.ERROR):
+        logger.error("RequestId: %s %s", failure.request_id, line.rstrip("\n"))

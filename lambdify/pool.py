@@ -146,10 +146,9 @@ class Pool:
     def _create(self, provisioned: bool = False) -> ExecutionContext:
         ctx = self._new_context(provisioned)
         try:
-            ctx.worker.call(ctx.init_here, timeout=self.config.init_timeout)
+            ctx.start(self.config.init_timeout)
         except TimeoutError as timeout:
-            abandoned = ctx.worker.abandon(timeout.args[0], self.function._unwound)
-            self._init_failed(ctx, timeout, abandoned=abandoned)
+            self._init_failed(ctx, timeout, abandoned=ctx.abandon_init(timeout))
         except (Exception, ThreadStartError) as exc:
             self._init_failed(ctx, exc)
         return self._created(ctx)
@@ -189,7 +188,8 @@ class Pool:
             async with asyncio.timeout(self.config.init_timeout):
                 await ctx.ainit()
         except TimeoutError as exc:
-            self._init_failed(ctx, exc)  # a sync step still running was abandoned (and counted) by acall
+            ctx.cancel_init()  # a sync step still running was abandoned (and counted) by acall
+            self._init_failed(ctx, exc)
         except (Exception, ThreadStartError) as exc:
             self._init_failed(ctx, exc)
         return self._created(ctx)
@@ -197,7 +197,7 @@ class Pool:
     # -- creation -------------------------------------------------------------------------
 
     def _new_context(self, provisioned: bool) -> ExecutionContext:
-        ctx = ExecutionContext(self.function, self.loop)
+        ctx = self.function._context_class(self.function, self.loop)
         ctx.active = 0 if provisioned else 1
         ctx.provisioned = provisioned
         ctx.init_ms = time.perf_counter()
@@ -218,7 +218,9 @@ class Pool:
         return ctx
 
     def _init_failed(self, ctx: ExecutionContext, exc: BaseException, abandoned: bool = False) -> None:
-        if isinstance(exc, TimeoutError):
+        if isinstance(exc, InitError):
+            error = exc
+        elif isinstance(exc, TimeoutError):
             error = InitError(f"Init timed out after {self.config.init_timeout:.2f} seconds")
         else:
             error = InitError(f"{type(exc).__name__}: {exc}", stack_trace(exc))
@@ -292,11 +294,15 @@ class Pool:
     # -- retirement -----------------------------------------------------------------------
 
     def reap(self) -> None:
-        """Retire contexts idle longer than `idle_ttl` (called by the janitor thread)."""
-        if not self._idle:
+        """Retire contexts idle longer than `idle_ttl`; freeze idle child processes (janitor thread)."""
+        if not self._idle and not self._warm:
             return
+        now = time.monotonic()
         with self._lock:
-            expired = self._expired(time.monotonic())
+            expired = self._expired(now)
+            for ctx in (*self._idle.values(), *self._warm):
+                if now - ctx.idle_since >= FREEZE_AFTER:
+                    ctx.freeze()  # under the lock: nobody can be handed the context meanwhile
         self._retire_expired(expired)
 
     def _retire_expired(self, expired: list[ExecutionContext]) -> None:
@@ -316,6 +322,7 @@ class Pool:
                     # Its thread is still inside handler code: SHUTDOWN runs if and when that returns,
                     # and the scratch directory goes at exit at the latest. Nobody waits for it.
                     logger.warning("%r: SHUTDOWN waits for its abandoned thread to return", ctx)
+                    ctx.release_private_loop()
                 else:
                     self._closing.append(closing)
             else:
@@ -362,6 +369,7 @@ class Pool:
         return not self._contexts and not self._closing
 
 
+FREEZE_AFTER = 0.05  # seconds an idle child process runs on before it is stopped (SIGSTOP)
 exiting = False  # set at interpreter exit: loops that stopped will not run again
 
 
@@ -402,6 +410,8 @@ class _Janitor:
     def watch(self, pool: Pool) -> None:
         self._pools.add(pool)
         self._interval = min(self._interval, max(0.05, pool.config.idle_ttl / 4))
+        if pool.config.isolation == "process":
+            self._interval = min(self._interval, FREEZE_AFTER)
         if self._started:
             self._wake.set()
             return

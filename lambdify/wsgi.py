@@ -124,8 +124,8 @@ class FunctionWSGI:
             request_id=request_id,
             function_name=function.config.name,
         )
-        if function._is_async:
-            return self._call_async(event, request_id, start_response)
+        if function._is_async or function.config.isolation == "process":
+            return self._call_whole(event, request_id, start_response)
         try:
             run = SyncRun(function, event, request_id)
         except TooManyRequests:
@@ -145,12 +145,10 @@ class FunctionWSGI:
         chunks = self._respond(start_response, event_format, result, failure, environ, request_id)
         return _Flushing(chunks, run)
 
-    def _call_async(self, event: Any, request_id: str, start_response: StartResponse) -> Iterable[bytes]:
-        # An async handler runs on lambdify's own loop; the answer waits for its flush.
-        from .invocation import run_on_owned_loop
-
+    def _call_whole(self, event: Any, request_id: str, start_response: StartResponse) -> Iterable[bytes]:
+        # An async handler (on lambdify's own loop) or a child process: the answer waits for the flush.
         try:
-            result = run_on_owned_loop(self.function, event, request_id)
+            result = self.function._invoke(event, request_id, None)
         except InvocationTimeout:
             return json_response(start_response, 504, "Endpoint request timed out", request_id)
         except TooManyRequests:

@@ -1,0 +1,414 @@
+"""Process isolation: each execution context is a child process.
+
+At the deadline the child is killed (SIGKILL) and the caller answered at once; `memory_mb` is
+a hard RLIMIT_DATA on the child; a child that crashes costs one `Runtime.ExitError`, and the
+next invocation starts (and INITs) a fresh child. An idle child is frozen (SIGSTOP) so none
+of its code runs between invocations, and thawed (SIGCONT) when it is reused.
+
+Children are forked from a small single-threaded template process (see `child.py`), never
+from the server itself, whose threads would leave the child's locks in an unknown state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from ..context import ExecutionContext
+from ..errors import FunctionError, InitError, MemoryLimitExceeded
+from ..logs import logger
+from .channel import Channel, ChannelClosed
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ..function import Function
+
+_FORK_TIMEOUT: Final = 10.0
+
+
+class _Template:
+    """The fork template process, and the thread that reads what it reports."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._next = 0
+        self._forks: dict[int, list[Any]] = {}
+        self._exits: dict[int, int] = {}
+        self._exit_events: dict[int, threading.Event] = {}
+
+    def _start(self) -> socket.socket:
+        import _thread
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        self._proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from lambdify.isolation.child import template_main; template_main()",
+                str(theirs.fileno()),
+            ],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        theirs.close()
+        self._sock = ours
+        _thread.start_new_thread(self._read, (ours,))
+        return ours
+
+    def fork(self, fd: int) -> int:
+        """A new child (pid) whose end of the conversation is `fd`."""
+        with self._lock:
+            sock = self._sock if self._sock is not None else self._start()
+            self._next += 1
+            request_id = self._next
+            waiter: list[Any] = [threading.Event(), None]
+            self._forks[request_id] = waiter
+            socket.send_fds(sock, [json.dumps({"op": "fork", "id": request_id}).encode()], [fd])
+        if not waiter[0].wait(_FORK_TIMEOUT) or waiter[1] is None:
+            raise RuntimeError("the fork template did not answer (it may have died); see the server's log")
+        pid: int = waiter[1]
+        self._exit_events.setdefault(pid, threading.Event())
+        return pid
+
+    def _read(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                data = sock.recv(1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            message = json.loads(data)
+            if message["op"] == "forked":
+                waiter = self._forks.pop(message["id"], None)
+                if waiter is not None:
+                    waiter[1] = message["pid"]
+                    waiter[0].set()
+            elif message["op"] == "exit":
+                pid = message["pid"]
+                self._exits[pid] = message["status"]
+                self._exit_events.setdefault(pid, threading.Event()).set()
+        with self._lock:  # the template is gone: the next fork starts a new one
+            if self._sock is sock:
+                self._sock = None
+            for waiter in self._forks.values():
+                waiter[0].set()
+            self._forks.clear()
+
+    def exit_status(self, pid: int, timeout: float) -> int | None:
+        event = self._exit_events.setdefault(pid, threading.Event())
+        if not event.wait(timeout):
+            return None
+        self._exit_events.pop(pid, None)
+        return self._exits.pop(pid, None)
+
+    def stop(self) -> None:
+        with self._lock:
+            sock, self._sock = self._sock, None
+            proc, self._proc = self._proc, None
+        if sock is not None:
+            sock.close()
+        if proc is not None:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def reset_after_fork(self) -> None:
+        # A forked server worker must not share its parent's template (nor its reader thread).
+        self.__init__()  # type: ignore[misc]
+
+
+template = _Template()
+os.register_at_fork(after_in_child=template.reset_after_fork)
+
+
+def describe_exit(status: int | None) -> str:
+    """Lambda's wording: `Runtime exited with error: exit status 3`, `... signal: segmentation fault`."""
+    if status is None:
+        return "Runtime exited without providing a reason"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = (signal.strsignal(sig) or f"signal {sig}").lower()
+        core = " (core dumped)" if os.WCOREDUMP(status) else ""
+        return f"Runtime exited with error: signal: {name}{core}"
+    return f"Runtime exited with error: exit status {os.waitstatus_to_exitcode(status)}"
+
+
+def handler_location(function: Function[Any]) -> tuple[str, str | None, str]:
+    """(module, file, qualname) by which a child imports the handler."""
+    module_name = getattr(function, "__module__", None) or ""
+    qualname = getattr(function, "__qualname__", None) or function.config.name
+    if "<locals>" in qualname or "<lambda>" in qualname:
+        raise ValueError(
+            f"isolation='process' needs a module-level handler: {module_name}.{qualname} is defined inside a "
+            "function, so a child process cannot import it"
+        )
+    module = sys.modules.get(module_name)
+    file = getattr(module, "__file__", None)
+    if module_name == "__main__" or (module is not None and getattr(module, "__spec__", None) is None):
+        if not file:
+            raise ValueError(f"isolation='process': cannot locate the module of {qualname} for a child to import")
+        return Path(file).stem, file, qualname
+    return module_name, None, qualname
+
+
+class ProcessContext(ExecutionContext):
+    """An execution context living in a child process; this object is the parent's handle on it."""
+
+    def __init__(self, function: Function[Any], loop: asyncio.AbstractEventLoop | None) -> None:
+        super().__init__(function, loop)
+        self.pid = 0
+        self.channel: Channel | None = None
+        self.frozen = False
+        self.dead = False
+
+    def __repr__(self) -> str:
+        return f"<ProcessContext {self.function_name} {self.id[:8]} pid={self.pid} invocations={self.invocations}>"
+
+    def _spawn(self) -> Channel:
+        config = self._function.config
+        module, file, qualname = handler_location(self._function)
+        tmp = self.tmp
+        ours, theirs = socket.socketpair()
+        try:
+            self.pid = template.fork(theirs.fileno())
+        finally:
+            theirs.close()
+        self.channel = Channel(ours)
+        self.channel.send(
+            {
+                "op": "init",
+                "module": module,
+                "file": file,
+                "qualname": qualname,
+                "sys_path": sys.path,
+                "tmp": str(tmp),
+                "id": self.id,
+                "log_stream_name": self.log_stream_name,
+                "memory_mb": config.memory_mb,
+                "config": {
+                    "timeout": config.timeout,
+                    "memory_mb": config.memory_mb,
+                    "tmp_mb": config.tmp_mb,
+                    "stray_tasks": config.stray_tasks,
+                    "isolation": "thread",
+                },
+                "env": {
+                    "AWS_LAMBDA_FUNCTION_NAME": config.name,
+                    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_size),
+                    "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+                    "AWS_LAMBDA_LOG_GROUP_NAME": self._function.log_group_name,
+                    "AWS_LAMBDA_LOG_STREAM_NAME": self.log_stream_name,
+                    "AWS_LAMBDA_INITIALIZATION_TYPE": "provisioned-concurrency" if self.provisioned else "on-demand",
+                    "_HANDLER": f"{module}.{qualname}",
+                    "TZ": "UTC",
+                    "TMPDIR": str(tmp),
+                },
+            }
+        )
+        return self.channel
+
+    def start(self, timeout: float) -> None:
+        """INIT in a new child: fork it, send its spec, wait for it to be ready."""
+        channel = self._spawn()
+        try:
+            self._ready(channel.recv(timeout))
+        except ChannelClosed:
+            raise InitError(describe_exit(template.exit_status(self.pid, 2.0)) + " during INIT") from None
+
+    async def ainit(self) -> None:
+        """`start()` for async callers (the pool bounds it with `init_timeout`)."""
+        channel = self._spawn()
+        try:
+            self._ready(await channel.arecv())
+        except ChannelClosed:
+            raise InitError(describe_exit(template.exit_status(self.pid, 2.0)) + " during INIT") from None
+
+    def _ready(self, message: dict[str, Any]) -> None:
+        if message["op"] == "init_error":
+            raise InitError(message["message"], message["trace"])
+
+    def abandon_init(self, timeout: TimeoutError) -> bool:
+        self.kill()
+        return False
+
+    def cancel_init(self) -> None:
+        self.kill()
+
+    def kill(self) -> None:
+        if not self.dead and self.pid:
+            self.dead = True
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def freeze(self) -> None:
+        if not self.frozen and not self.dead and self.pid:
+            self.frozen = True
+            os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.frozen:
+            self.frozen = False
+            try:
+                os.kill(self.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+    def exit_error(self, request_id: str) -> FunctionError:
+        self.dead = True
+        return FunctionError("Runtime.ExitError", describe_exit(template.exit_status(self.pid, 2.0)), [], request_id)
+
+    def close_here(self) -> None:
+        """SHUTDOWN: SIGTERM (the child runs its hooks), a grace period, then SIGKILL."""
+        if self.pid and not self.dead:
+            self.thaw()
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            grace = min(self._function.config.shutdown_grace, 10.0)
+            if template.exit_status(self.pid, grace) is None:
+                logger.error("%r did not exit within %g s of SIGTERM; killing it", self, grace)
+                self.kill()
+            self.dead = True
+        if self.channel is not None:
+            self.channel.close()
+        self._remove_scratch()
+
+    async def aclose(self) -> None:
+        import asyncio
+
+        await asyncio.get_running_loop().run_in_executor(None, self.close_here)
+
+
+# -- drivers --------------------------------------------------------------------------------
+
+
+class _Exchange:
+    """Reading one invocation's messages from a child, sync or async."""
+
+    @staticmethod
+    def invoke_message(ctx: ProcessContext, event: Any, lc: Any, cold: bool) -> dict[str, Any]:
+        remaining = max(0.0, lc._deadline - time.monotonic())
+        return {"op": "invoke", "event": event, "request_id": lc.aws_request_id, "remaining": remaining, "cold": cold}
+
+
+def _answer(message: dict[str, Any], request_id: str) -> tuple[Any, BaseException | None]:
+    from ..invocation import Reported
+
+    error = message.get("error")
+    if error is None:
+        return message.get("result"), None
+    if message.get("oom"):
+        return None, Reported(
+            MemoryLimitExceeded(f"Runtime exited with error: out of memory ({error['errorMessage']})", request_id)
+        )
+    return None, Reported(FunctionError(error["errorType"], error["errorMessage"], error["stackTrace"], request_id))
+
+
+def _done(invocation: Any, message: dict[str, Any]) -> None:
+    invocation.max_memory = message.get("max_memory_mb")
+    log = invocation.lc._log
+    if log is not None and message.get("log"):
+        log.append(message["log"])
+    if message.get("oom"):
+        invocation.retire = "out of memory"
+
+
+def run_sync(function: Function[Any], event: Any, request_id: str, deadline: float | None = None) -> Any:
+    from ..invocation import _Invocation, _TimedOut
+
+    pool = function._pool(None)
+    ctx, cold = pool.acquire()
+    assert isinstance(ctx, ProcessContext) and ctx.channel is not None
+    invocation = _Invocation(function, ctx, request_id, cold, deadline)
+    invocation.peak_before = float("inf")  # memory_mb is enforced in the child
+    ctx.thaw()
+    result: Any = None
+    error: BaseException | None = None
+    try:
+        ctx.channel.send(_Exchange.invoke_message(ctx, event, invocation.lc, cold))
+        result, error = _answer(ctx.channel.recv(invocation.remaining()), request_id)
+        _done(invocation, ctx.channel.recv(invocation.remaining()))
+    except TimeoutError:
+        ctx.kill()
+        result, error = None, _TimedOut()
+    except (ChannelClosed, OSError):
+        result, error = None, _exit(ctx, request_id)
+    return invocation.finish(pool, result, error)
+
+
+async def run_async(
+    function: Function[Any],
+    event: Any,
+    request_id: str,
+    deadline: float | None = None,
+    *,
+    on_ready: Any = None,
+    log: list[str] | None = None,
+    on_start: Any = None,
+) -> Any:
+    import asyncio
+
+    from ..invocation import _answer as answer_caller
+    from ..invocation import _Invocation, _TimedOut
+
+    pool = function._pool(asyncio.get_running_loop())
+    ctx, cold = await pool.aacquire()
+    assert isinstance(ctx, ProcessContext) and ctx.channel is not None
+    invocation = _Invocation(function, ctx, request_id, cold, deadline, log)
+    invocation.peak_before = float("inf")
+    if on_start is not None:
+        on_start(invocation.lc._deadline)
+    ctx.thaw()
+    result: Any = None
+    error: BaseException | None = None
+    decided = False
+    try:
+        async with asyncio.timeout(invocation.remaining()):
+            await ctx.channel.asend(_Exchange.invoke_message(ctx, event, invocation.lc, cold))
+            result, error = _answer(await ctx.channel.arecv(), request_id)
+            if on_ready is not None:
+                failure = invocation.outcome(result, error)
+                decided = True
+                await answer_caller(on_ready, invocation.result, failure)
+            _done(invocation, await ctx.channel.arecv())
+    except TimeoutError:
+        ctx.kill()
+        result, error, decided = None, _TimedOut(), False
+    except (ChannelClosed, OSError):
+        result, error, decided = None, _exit(ctx, request_id), False
+    except BaseException:
+        ctx.kill()  # the caller was cancelled mid-conversation: the child's state is unknown
+        pool.release(ctx, "its caller was cancelled")
+        raise
+    return invocation.finish(pool, result, error, decided=decided)
+
+
+def _exit(ctx: ProcessContext, request_id: str) -> BaseException:
+    from ..invocation import Reported
+
+    return Reported(ctx.exit_error(request_id))
+
+
+def stop_template() -> None:
+    template.stop()
