@@ -28,7 +28,7 @@ from .endpoint import send_json
 from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, TooManyRequests
 from .function import Function
 from .invocation import _Invocation, _TimedOut, new_request_id
-from .limits import peak_rss_mb
+from .limits import deadline_watch, peak_rss_mb
 from .logs import logger
 
 if TYPE_CHECKING:
@@ -99,8 +99,11 @@ class ASGIMiddleware:
         loop = asyncio.get_running_loop()
         pool = function._pool(loop)
         request_id = new_request_id()
+        ctx = pool.take()
+        cold = False
         try:
-            ctx, cold = await pool.aacquire()
+            if ctx is None:
+                ctx, cold = await pool.aacquire()
         except TooManyRequests:
             await send_json(send, 429, {"message": "Too Many Requests"}, [_id_header(request_id)])
             return
@@ -128,9 +131,10 @@ class ASGIMiddleware:
                 request.completed = True
             await send(message)
 
-        task = asyncio.current_task()
+        task = asyncio.current_task(loop)
         assert task is not None
-        timer = loop.call_at(loop.time() + invocation.remaining(), _expire, request, task, send, request_id)
+        watch = deadline_watch(loop)
+        watch.add(request, lc._deadline, _expire, request, task, send, request_id)
         token = _current.set(lc)
         error: BaseException | None = None
         try:
@@ -149,7 +153,7 @@ class ASGIMiddleware:
                 raise
             task.uncancel()
         finally:
-            timer.cancel()
+            watch.discard(request)
             _current.reset(token)
         if request.timed_out:
             cancel_stray_tasks(lc)

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from .logs import logger
 
@@ -220,3 +220,62 @@ def scratch_usage_mb(path: Path) -> float:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
     return total / _MB
+
+
+# -- deadlines on an event loop -------------------------------------------------------------
+
+
+class DeadlineWatch:
+    """One ticking timer per event loop for every deadline on it.
+
+    A request then costs a dict entry instead of a timer of its own (scheduling and cancelling
+    a timer per request is a measurable part of a hello-world request). Deadlines fire up to
+    `TICK` seconds late.
+    """
+
+    TICK = 0.01
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        self._entries: dict[object, tuple[float, Callable[..., None], tuple[Any, ...]]] = {}
+        self._ticking = False
+
+    def add(self, key: object, deadline: float, callback: Callable[..., None], *args: Any) -> None:
+        """Call `callback(*args)` on the loop once `time.monotonic()` passes `deadline`."""
+        self._entries[key] = (deadline, callback, args)
+        if not self._ticking:
+            self._ticking = True
+            self._loop.call_later(self.TICK, self._tick)
+
+    def discard(self, key: object) -> None:
+        self._entries.pop(key, None)
+
+    def _tick(self) -> None:
+        import time
+
+        now = time.monotonic()
+        due = [key for key, (deadline, _, _) in self._entries.items() if deadline <= now]
+        for key in due:
+            _, callback, args = self._entries.pop(key)
+            try:
+                callback(*args)
+            except Exception:  # pragma: no cover - a callback must not stop the watch
+                logger.exception("deadline callback failed")
+        if self._entries:
+            self._loop.call_later(self.TICK, self._tick)
+        else:
+            self._ticking = False
+
+
+_watches: dict[int, DeadlineWatch] = {}
+
+
+def deadline_watch(loop: Any) -> DeadlineWatch:
+    """The DeadlineWatch of `loop` (one per loop, dropped when the loop closes)."""
+    watch = _watches.get(id(loop))
+    if watch is None or watch._loop is not loop:
+        for key, old in list(_watches.items()):
+            if old._loop.is_closed():
+                del _watches[key]
+        watch = _watches[id(loop)] = DeadlineWatch(loop)
+    return watch

@@ -123,6 +123,11 @@ class Pool:
             return None, None, expired
         return None, _Waiter(), expired
 
+    def take(self) -> ExecutionContext | None:
+        """A warm context with free capacity, if there is one (the hot path: no waiting, no INIT)."""
+        with self._lock:
+            return None if self.closed else self._take()
+
     # -- sync callers ---------------------------------------------------------------------
 
     def acquire(self) -> tuple[ExecutionContext, bool]:
