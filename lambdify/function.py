@@ -237,37 +237,33 @@ class Function(Generic[F]):
 
     def shutdown(self) -> None:
         """Retire every context, after in-flight invocations and their background work have finished."""
-        pools = self._take_pools()
-        for pool in pools:
-            pool.close()
-        deadline = time.monotonic() + self.config.shutdown_grace
-        while not all(pool.settled() for pool in pools):
-            if time.monotonic() > deadline:
-                self._report_unfinished(pools)
-                return
+        pools, deadline = self._close_pools()
+        while self._still_closing(pools, deadline):
             time.sleep(0.005)
 
     async def ashutdown(self) -> None:
         """`shutdown()` for async callers."""
         import asyncio
 
-        pools = self._take_pools()
-        for pool in pools:
-            pool.close()
-        deadline = time.monotonic() + self.config.shutdown_grace
-        while not all(pool.settled() for pool in pools):
-            if time.monotonic() > deadline:
-                self._report_unfinished(pools)
-                return
+        pools, deadline = self._close_pools()
+        while self._still_closing(pools, deadline):
             await asyncio.sleep(0.005)
 
-    def _take_pools(self) -> list[Pool]:
+    def _close_pools(self) -> tuple[list[Pool], float]:
+        """Take every pool out of service; SHUTDOWN starts for idle contexts, busy ones follow."""
         with self._pools_lock:
             pools = list(self._pools.values())
             self._pools.clear()
-        return pools
+        for pool in pools:
+            pool.close()
+        return pools, time.monotonic() + self.config.shutdown_grace
 
-    def _report_unfinished(self, pools: list[Pool]) -> None:
+    def _still_closing(self, pools: list[Pool], deadline: float) -> bool:
+        """Whether to wait on; past the grace period, name everything unfinished and stop waiting."""
+        if all(pool.settled() for pool in pools):
+            return False
+        if time.monotonic() <= deadline:
+            return True
         for pool in pools:
             for item in pool.pending():
                 logger.error(
@@ -276,6 +272,7 @@ class Function(Generic[F]):
                     self.config.shutdown_grace,
                     item,
                 )
+        return False
 
     # -- statistics -----------------------------------------------------------------------
 
