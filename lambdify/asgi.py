@@ -44,15 +44,9 @@ class ResponseCutOff(Exception):
     """The deadline passed after the response had started: the server must close the connection."""
 
 
-def app_name(app: Any) -> str:
-    name = getattr(app, "__name__", None) or type(app).__name__
-    cleaned = "".join(c if c.isalnum() or c in "-_" else "-" for c in str(name))[:64]
-    return cleaned or "app"
-
-
 def middleware_function(app: Any, defaults: dict[str, Any], options: dict[str, Any]) -> Function[Any]:
     """The Function behind a middleware: the app is its handler, the options are @handler's."""
-    name = options.pop("name", None) or app_name(app)
+    name = options.pop("name", None) or "app"  # the wrapped app is often framework plumbing
     config = build_config(name, {**defaults, **options, "name": name})
     if config.isolation != "thread":
         raise ValueError(
@@ -160,6 +154,7 @@ class ASGIMiddleware:
             error = _TimedOut()
             if request.answer is not None:
                 await request.answer
+        app_error: BaseException | None = None
         try:
             invocation.finish(pool, None, error)
         except InvocationTimeout:
@@ -169,9 +164,9 @@ class ASGIMiddleware:
             if not request.started:
                 await _answer_out_of_memory(send, request_id)
         except FunctionError:
-            if error is None:
-                raise
-            raise error from None  # the app's own exception, as it would reach the server unwrapped
+            app_error = error
+        if app_error is not None:
+            raise app_error  # the app's own exception, unchanged (raised outside `except`: no chaining)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the app's lifespan through; add provisioned contexts at startup and retire all at shutdown."""

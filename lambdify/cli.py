@@ -127,7 +127,13 @@ def serve_command(args: argparse.Namespace) -> int:
     if duplicates:
         return _fail(f"two functions are named {duplicates[0]!r}; give one a different name=")
     if args.isolation == "process" or any(fn.config.isolation == "process" for fn in functions):
-        return _fail("isolation='process' is not available yet; serve with --isolation thread")
+        from .isolation.process import handler_location
+
+        try:
+            for function in functions:
+                handler_location(function)
+        except ValueError as exc:
+            return _fail(str(exc))
     import ipaddress
 
     try:

@@ -246,7 +246,7 @@ class Function(Generic[F]):
         import asyncio
 
         pools, deadline = self._close_pools()
-        while self._still_closing(pools, deadline):
+        while self._still_closing(pools, deadline):  # noqa: ASYNC110 - pools settle from other threads too
             await asyncio.sleep(0.005)
 
     def _close_pools(self) -> tuple[list[Pool], float]:

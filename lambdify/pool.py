@@ -358,6 +358,7 @@ class Pool:
                 ctx.retired = True
                 del self._contexts[ctx.id]
             waiters, self._waiters = list(self._waiters), deque()
+        _janitor.wake()  # it stops once no pool is open
         for waiter in waiters:
             waiter.wake()
         for ctx in idle:
@@ -404,44 +405,57 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 class _Janitor:
-    """One daemon thread per process that retires idle contexts whose `idle_ttl` has passed."""
+    """One thread per process that retires contexts idle past `idle_ttl` and freezes idle children.
+
+    It runs only while some pool is open, so a server that shut its functions down has no
+    thread of lambdify's left behind.
+    """
 
     def __init__(self) -> None:
         self._pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._started = False
         self._interval = 5.0
 
     def watch(self, pool: Pool) -> None:
-        self._pools.add(pool)
-        self._interval = min(self._interval, max(0.05, pool.config.idle_ttl / 4))
-        if pool.config.isolation == "process":
-            self._interval = min(self._interval, FREEZE_AFTER)
-        if self._started:
-            self._wake.set()
-            return
-        try:
-            # A raw thread: nothing waits for it to start, so nothing can hang near a memory limit.
-            _thread.start_new_thread(self._run, ())
-            self._started = True
-        except RuntimeError as exc:
-            logger.warning("idle expiry thread not started (%s); contexts expire when the pool is next used", exc)
+        with self._lock:
+            self._pools.add(pool)
+            self._interval = min(self._interval, max(0.05, pool.config.idle_ttl / 4))
+            if pool.config.isolation == "process":
+                self._interval = min(self._interval, FREEZE_AFTER)
+            if self._started:
+                self._wake.set()
+                return
+            try:
+                # A raw thread: nothing waits for it to start, so nothing can hang near a memory limit.
+                _thread.start_new_thread(self._run, ())
+                self._started = True
+            except RuntimeError as exc:
+                logger.warning("idle expiry thread not started (%s); contexts expire when a pool is next used", exc)
+
+    def wake(self) -> None:
+        self._wake.set()
 
     def _run(self) -> None:
         while True:
             self._wake.wait(self._interval)
             self._wake.clear()
-            for pool in list(self._pools):
+            with self._lock:
+                pools = [pool for pool in self._pools if not pool.closed]
+                if not pools:
+                    self._pools = weakref.WeakSet()
+                    self._started = False
+                    self._interval = 5.0
+                    return
+            for pool in pools:
                 try:
                     pool.reap()
                 except Exception:  # pragma: no cover - never let the janitor die
                     logger.exception("idle expiry failed for %r", pool)
 
     def reset_after_fork(self) -> None:
-        self._pools = weakref.WeakSet()
-        self._started = False
-        self._wake = threading.Event()
-        self._interval = 5.0
+        self.__init__()  # type: ignore[misc]
 
 
 _janitor = _Janitor()

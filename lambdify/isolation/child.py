@@ -154,7 +154,6 @@ def _serve(channel: Channel) -> None:
     import tempfile
 
     tempfile.tempdir = spec["tmp"]
-    signal.signal(signal.SIGTERM, _stop)
     if spec.get("memory_mb"):
         import resource
 
@@ -168,6 +167,8 @@ def _serve(channel: Channel) -> None:
 
         channel.send({"op": "init_error", "message": f"{type(exc).__name__}: {exc}", "trace": stack_trace(exc)})
         return
+    # From here SIGTERM means a graceful SHUTDOWN; before, its default action ends the child.
+    signal.signal(signal.SIGTERM, _stop)
     channel.send({"op": "ready", "init_ms": (time.perf_counter() - started) * 1000})
     try:
         while True:

@@ -51,24 +51,40 @@ class _Template:
         import _thread
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._sock = ours
+        # The template dies with the *thread* that started it (PR_SET_PDEATHSIG is per thread),
+        # so the thread that reads from it, which lives exactly as long, starts it.
+        _thread.start_new_thread(self._launch_and_read, (ours, theirs))
+        return ours
+
+    def _launch_and_read(self, ours: socket.socket, theirs: socket.socket) -> None:
         package_root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-        self._proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from lambdify.isolation.child import template_main; template_main()",
-                str(theirs.fileno()),
-            ],
-            pass_fds=(theirs.fileno(),),
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-        theirs.close()
-        self._sock = ours
-        _thread.start_new_thread(self._read, (ours,))
-        return ours
+        try:
+            proc = self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "from lambdify.isolation.child import template_main; template_main()",
+                    str(theirs.fileno()),
+                ],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        except OSError:
+            logger.exception("could not start the fork template for process isolation")
+            ours.close()
+            return
+        finally:
+            theirs.close()
+        self._read(ours)
+        try:  # it closed its end: reap it
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
     def fork(self, fd: int) -> int:
         """A new child (pid) whose end of the conversation is `fd`."""
@@ -106,6 +122,7 @@ class _Template:
         with self._lock:  # the template is gone: the next fork starts a new one
             if self._sock is sock:
                 self._sock = None
+            sock.close()
             for waiter in self._forks.values():
                 waiter[0].set()
             self._forks.clear()
@@ -131,7 +148,10 @@ class _Template:
                 proc.wait(5)
 
     def reset_after_fork(self) -> None:
-        # A forked server worker must not share its parent's template (nor its reader thread).
+        # A forked server worker must not share its parent's template (nor its reader thread),
+        # nor keep its socket open: the template exits when the last holder closes it.
+        if self._sock is not None:
+            self._sock.close()
         self.__init__()  # type: ignore[misc]
 
 

@@ -1,0 +1,646 @@
+"""Process isolation (DESIGN.md §1 "Idle", §2 Errors, §3 Limits): acceptance for the issue "Process isolation".
+
+Every handler lives in a small module written to `tmp_path` and imported by name, as a child
+process must be able to import it. Process states come from `/proc/<pid>/stat` (Linux).
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+import importlib
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from servers import boto3_lambda, serve
+
+from lambdify import Function, FunctionError, InitError, InvocationTimeout, MemoryLimitExceeded
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
+
+Load = Callable[[str], ModuleType]
+
+
+@pytest.fixture
+def load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Load]:
+    """Write `source` as a fresh module in tmp_path and import it; its Functions are shut down at teardown."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    loaded: list[ModuleType] = []
+
+    def _load(source: str) -> ModuleType:
+        name = f"proc_{uuid.uuid4().hex[:12]}"
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        importlib.invalidate_caches()
+        module = importlib.import_module(name)
+        loaded.append(module)
+        return module
+
+    yield _load
+    for module in loaded:  # a safety net for failed tests: each test shuts its functions down itself
+        for value in vars(module).values():
+            if isinstance(value, Function):
+                value.shutdown()
+        sys.modules.pop(module.__name__, None)
+
+
+# -- /proc helpers ----------------------------------------------------------------------------
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name ([state, ppid, ...]), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            data = file.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return data.rsplit(")", 1)[1].split()
+
+
+def _state(pid: int) -> str | None:
+    fields = _stat(pid)
+    return None if fields is None else fields[0]
+
+
+def _ppid(pid: int) -> int:
+    fields = _stat(pid)
+    assert fields is not None, f"process {pid} does not exist"
+    return int(fields[1])
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(int(entry))
+            if fields is not None and int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _wait_state(pid: int, states: set[str | None], timeout: float) -> str | None:
+    """Poll until the process is in one of `states` (None: it no longer exists); return the last state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = _state(pid)
+        if state in states or time.monotonic() > deadline:
+            return state
+        time.sleep(0.01)
+
+
+def _wait_gone(pid: int, timeout: float = 5.0, zombie_ok: bool = False) -> None:
+    states: set[str | None] = {None, "Z"} if zombie_ok else {None}
+    state = _wait_state(pid, states, timeout)
+    assert state in states, f"process {pid} still exists (state {state}) {timeout} s later"
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as file:
+        return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+# -- warm reuse -------------------------------------------------------------------------------
+
+PID = """
+import os
+import time
+from lambdify import handler
+
+@handler(isolation="process", timeout=1)
+def pid(event, context):
+    if event.get("spin"):
+        while True:
+            pass
+    return {"pid": os.getpid(), "cold": context.cold_start}
+"""
+
+
+def test_warm_invocations_reuse_one_child(load: Load) -> None:
+    fn = load(PID).pid
+    results = [fn.invoke({}) for _ in range(20)]
+    fn.shutdown()
+
+    pids = {r["pid"] for r in results}
+    assert len(pids) == 1, pids
+    assert pids != {os.getpid()}
+    assert [r["cold"] for r in results] == [True] + [False] * 19
+    stats = fn.stats()
+    assert (stats["cold_starts"], stats["warm_starts"], stats["errors"]) == (1, 19, 0)
+
+
+# -- hard timeout -----------------------------------------------------------------------------
+
+
+def test_timeout_kills_the_child_and_the_next_invocation_gets_a_new_one(load: Load) -> None:
+    fn = load(PID).pid
+    first = fn.invoke({})["pid"]
+    started = time.monotonic()
+    with pytest.raises(InvocationTimeout) as caught:
+        fn.invoke({"spin": True})  # a busy loop in the warm child
+    elapsed = time.monotonic() - started
+    _wait_gone(first)  # killed, and reaped by the fork template
+    after = fn.invoke({})
+    fn.shutdown()
+
+    assert elapsed < 2.0, f"the caller waited {elapsed:.2f} s for a 1 s timeout"
+    assert caught.value.error_type == "Sandbox.Timedout"
+    assert caught.value.error_message == "Task timed out after 1.00 seconds"
+    assert after["pid"] != first and after["cold"] is True
+    assert fn.stats()["timeouts"] == 1
+
+
+# -- memory limit -----------------------------------------------------------------------------
+
+HOG = """
+import os
+from lambdify import handler
+
+@handler(isolation="process", memory_mb=128, timeout=30)
+def hog(event, context):
+    if event.get("mb"):
+        data = bytearray(event["mb"] * 1024 * 1024)
+        return len(data)
+    return os.getpid()
+"""
+
+
+def test_memory_limit_fails_the_invocation_in_the_child_only(load: Load) -> None:
+    fn = load(HOG).hog
+    first = fn.invoke({})
+    before = _rss_bytes()
+    with pytest.raises(MemoryLimitExceeded) as caught:
+        fn.invoke({"mb": 512})
+    grown = _rss_bytes() - before
+    after = fn.invoke({})
+    fn.shutdown()
+
+    assert caught.value.error_type == "Runtime.OutOfMemory"
+    assert grown < 5 * 1024 * 1024, f"the parent's resident memory grew by {grown / 2**20:.1f} MB"
+    assert after != first  # the child that ran out of memory was replaced
+    _wait_gone(first)
+    assert fn.stats()["oom"] == 1
+
+
+# -- crashes ----------------------------------------------------------------------------------
+
+CRASH = """
+import ctypes
+import os
+import resource
+from lambdify import handler
+
+@handler(isolation="process", timeout=10)
+def crash(event, context):
+    how = event.get("how")
+    if how:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file in the working directory
+    if how == "exit":
+        os._exit(3)
+    if how == "abort":
+        os.abort()
+    if how == "segv":
+        ctypes.string_at(0)
+    return os.getpid()
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "wording"),
+    [("exit", "exit status 3"), ("abort", "aborted"), ("segv", "segmentation fault")],
+    ids=["os._exit(3)", "os.abort()", "NULL-dereference"],
+)
+def test_a_crashing_child_is_an_exit_error_and_is_replaced(load: Load, how: str, wording: str) -> None:
+    fn = load(CRASH).crash
+    first = fn.invoke({})
+    with pytest.raises(FunctionError) as caught:
+        fn.invoke({"how": how})
+    after = fn.invoke({})
+    fn.shutdown()
+
+    assert caught.value.error_type == "Runtime.ExitError"
+    assert wording in caught.value.error_message, caught.value.error_message
+    assert after != first
+    _wait_gone(first)
+
+
+# -- INIT failures ----------------------------------------------------------------------------
+
+IMPORT_FAILS_IN_CHILD = """
+import os
+from lambdify import handler
+
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # set in the child only
+    raise ImportError("no such thing")
+
+@handler(isolation="process")
+def fragile(event, context):
+    return "unreachable"
+"""
+
+
+def test_a_module_that_fails_to_import_in_the_child_is_an_init_error(
+    load: Load, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    fn = load(IMPORT_FAILS_IN_CHILD).fragile
+    errors = []
+    for _ in range(2):
+        with pytest.raises(InitError) as caught:
+            fn.invoke({})
+        errors.append(caught.value)
+    stats = fn.stats()
+    fn.shutdown()
+
+    for error in errors:
+        assert error.error_type == "Runtime.InitError"
+        assert "no such thing" in error.error_message, error.error_message
+    assert stats["init_errors"] == 2  # the failed context was discarded: INIT ran again
+    assert stats["contexts_alive"] == 0
+
+
+INIT_FAILS_ONCE = """
+import os
+from lambdify import handler
+
+ATTEMPTS = {attempts!r}
+
+def setup(ctx):
+    with open(ATTEMPTS, "a") as file:
+        file.write(f"{{os.getpid()}}\\n")
+    with open(ATTEMPTS) as file:
+        if len(file.read().split()) == 1:
+            raise RuntimeError("first init fails")
+
+@handler(isolation="process", init=setup)
+def flaky(event, context):
+    return {{"pid": os.getpid(), "cold": context.cold_start}}
+"""
+
+
+def test_an_init_that_raises_is_an_init_error_and_init_runs_again(load: Load, tmp_path: Path) -> None:
+    attempts = tmp_path / "attempts.txt"
+    fn = load(INIT_FAILS_ONCE.format(attempts=str(attempts))).flaky
+    with pytest.raises(InitError) as caught:
+        fn.invoke({})
+    after = fn.invoke({})
+    fn.shutdown()
+
+    assert caught.value.error_type == "Runtime.InitError"
+    assert "RuntimeError: first init fails" in caught.value.error_message
+    first_pid, second_pid = (int(line) for line in attempts.read_text().split())
+    assert after == {"pid": second_pid, "cold": True}
+    assert first_pid != second_pid  # a fresh child ran INIT again
+    _wait_gone(first_pid)
+
+
+INIT_ALWAYS_FAILS = """
+import importlib, sys
+sys.path.insert(0, {path!r})
+from lambdify import InitError
+fn = importlib.import_module({module!r}).broken
+for _ in range(10):
+    try:
+        fn.invoke({{}})
+    except InitError:
+        pass
+fn.shutdown()
+"""
+
+BROKEN = """
+from lambdify import handler
+
+def setup(ctx):
+    raise RuntimeError("init fails")
+
+@handler(isolation="process", init=setup)
+def broken(event, context):
+    return None
+"""
+
+
+def test_an_init_failure_ends_the_child_quietly(tmp_path: Path) -> None:
+    # The parent retires a child whose INIT failed with SIGTERM as soon as it reads the error;
+    # the child must not die of that signal mid-report with an internal traceback.
+    (tmp_path / "broken_fn.py").write_text(textwrap.dedent(BROKEN))
+    script = INIT_ALWAYS_FAILS.format(path=str(tmp_path), module="broken_fn")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+
+    assert done.returncode == 0, done.stderr
+    assert "_Stop" not in done.stderr and "During handling" not in done.stderr, done.stderr
+
+
+# -- freeze / thaw ----------------------------------------------------------------------------
+
+TICKER = """
+import os
+import threading
+import time
+from lambdify import handler
+
+COUNTER = {counter!r}
+
+def _tick():
+    n = 0
+    while True:
+        n += 1
+        with open(COUNTER + ".tmp", "w") as file:
+            file.write(str(n))
+        os.replace(COUNTER + ".tmp", COUNTER)  # readers never see a half-written number
+        time.sleep(0.01)
+
+def setup(ctx):
+    threading.Thread(target=_tick, daemon=True).start()
+
+@handler(isolation="process", init=setup)
+def work(event, context):
+    time.sleep(event.get("sleep", 0))
+    return os.getpid()
+"""
+
+
+def test_an_idle_child_is_frozen_and_thawed_for_the_next_invocation(load: Load, tmp_path: Path) -> None:
+    counter = tmp_path / "counter"
+    fn = load(TICKER.format(counter=str(counter))).work
+    pid = fn.invoke({})
+    frozen = _wait_state(pid, {"T"}, 1.0)
+    first = int(counter.read_text())
+    time.sleep(0.3)
+    second = int(counter.read_text())
+    still = _state(pid)
+    again = fn.invoke({"sleep": 0.2})
+    third = int(counter.read_text())
+    fn.shutdown()
+
+    assert frozen == "T", f"the idle child is in state {frozen}, not stopped"
+    assert still == "T"
+    assert first == second, f"INIT's thread ran on while frozen: {first} -> {second}"
+    assert again == pid
+    assert third > second, "the thread did not resume when the child was thawed"
+
+
+# -- the AWS runtime's environment ------------------------------------------------------------
+
+ENVIRONMENT = """
+import os
+import tempfile
+import time
+from lambdify import handler
+
+KEYS = [
+    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "_HANDLER", "TZ",
+]
+
+def _report(context):
+    return {
+        "env": {key: os.environ.get(key) for key in KEYS},
+        "gettempdir": tempfile.gettempdir(),
+        "tmp": str(context.tmp),
+        "tzname": time.strftime("%Z"),
+        "log_stream_name": context.log_stream_name,
+    }
+
+@handler(isolation="process", name="env-check", memory_mb=256)
+def env_check(event, context):
+    return _report(context)
+
+@handler(isolation="process", name="env-provisioned", provisioned=1)
+def env_provisioned(event, context):
+    return _report(context)
+"""
+
+
+def test_the_child_has_the_aws_runtime_environment(load: Load) -> None:
+    module = load(ENVIRONMENT)
+    fn, provisioned = module.env_check, module.env_provisioned
+    report = fn.invoke({})
+    provisioned.start()
+    from_provisioned = provisioned.invoke({})
+    scratch = Path(report["tmp"])
+    scratch_mode = scratch.stat().st_mode & 0o777
+    fn.shutdown()
+    provisioned.shutdown()
+
+    env = report["env"]
+    assert env["AWS_LAMBDA_FUNCTION_NAME"] == "env-check"
+    assert env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "256"
+    assert env["AWS_LAMBDA_FUNCTION_VERSION"] == "$LATEST"
+    assert env["AWS_LAMBDA_LOG_GROUP_NAME"] == "/aws/lambda/env-check"
+    assert env["AWS_LAMBDA_LOG_STREAM_NAME"] == report["log_stream_name"]
+    assert re.fullmatch(r"\d{4}/\d{2}/\d{2}/\[\$LATEST\]\S+", env["AWS_LAMBDA_LOG_STREAM_NAME"])
+    assert env["AWS_LAMBDA_INITIALIZATION_TYPE"] == "on-demand"
+    assert env["_HANDLER"] == f"{module.__name__}.env_check"
+    assert env["TZ"] == "UTC" and report["tzname"] == "UTC"
+    assert report["gettempdir"] == report["tmp"]  # tempfile writes into the context's scratch dir
+    assert scratch_mode == 0o700
+    assert not scratch.exists()  # removed at SHUTDOWN
+    assert from_provisioned["env"]["AWS_LAMBDA_INITIALIZATION_TYPE"] == "provisioned-concurrency"
+    assert "AWS_LAMBDA_FUNCTION_NAME" not in os.environ  # the parent's environment is untouched
+
+
+# -- logs -------------------------------------------------------------------------------------
+
+LOGGING_APP = """
+import os
+from lambdify import FunctionApp, handler
+
+KEPT = []
+
+@handler(isolation="process", timeout=30)
+def chatty(event, context):
+    print(f"marker-from-child pid={os.getpid()}")
+    KEPT.append(b"x" * (event["mb"] * 1024 * 1024))  # written, so resident, and kept
+    return os.getpid()
+
+app = FunctionApp([chatty])
+"""
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as file:
+        match = re.search(r"^VmHWM:\s+(\d+) kB", file.read(), re.MULTILINE)
+    assert match is not None
+    return int(match.group(1)) / 1024
+
+
+def test_the_childs_output_and_memory_reach_the_invocations_log(tmp_path: Path) -> None:
+    (tmp_path / "chatty_app.py").write_text(textwrap.dedent(LOGGING_APP))
+    with serve("chatty_app:app", cwd=tmp_path) as server:
+        client = boto3_lambda(server.url)
+        try:
+            invoked = client.invoke(FunctionName="chatty", Payload=json.dumps({"mb": 200}), LogType="Tail")
+            child = json.loads(invoked["Payload"].read())
+            invoked["Payload"].close()
+        finally:
+            client.close()
+        server_peak = _vm_hwm_mb(server.proc.pid)
+
+    assert "FunctionError" not in invoked, invoked
+    assert child != server.proc.pid
+    log = base64.b64decode(invoked["LogResult"]).decode()
+    assert f"marker-from-child pid={child}" in log, log
+    request_id = invoked["ResponseMetadata"]["RequestId"]
+    for line in (f"START RequestId: {request_id}", f"END RequestId: {request_id}", f"REPORT RequestId: {request_id}"):
+        assert line in log, log
+    used = re.search(r"Max Memory Used: (\d+) MB", log)
+    assert used is not None, log
+    assert int(used.group(1)) >= 200, log  # the child's peak ...
+    assert server_peak < 150, f"the server's own peak is {server_peak:.0f} MB"  # ... not the server's
+
+
+# -- shutdown ---------------------------------------------------------------------------------
+
+HOOKED = """
+import os
+from lambdify import handler
+
+MARK = {mark!r}
+
+def setup(ctx):
+    def goodbye():
+        with open(MARK, "w") as file:
+            file.write(f"shut down {{os.getpid()}}")
+    ctx.on_shutdown(goodbye)
+
+@handler(isolation="process", init=setup)
+def hooked(event, context):
+    return os.getpid()
+"""
+
+
+def test_shutdown_runs_the_childs_hooks_and_leaves_no_child(load: Load, tmp_path: Path) -> None:
+    mark = tmp_path / "mark"
+    fn = load(HOOKED.format(mark=str(mark))).hooked
+    pid = fn.invoke({})
+    template = _ppid(pid)
+    frozen = _wait_state(pid, {"T"}, 1.0)  # SHUTDOWN must thaw it before SIGTERM can act
+    fn.shutdown()
+    _wait_gone(pid, timeout=2.0)
+
+    assert template != os.getpid()  # forked by the template, not by us
+    assert frozen == "T"
+    assert mark.read_text() == f"shut down {pid}"
+    assert _children(template) == []
+
+
+ORPHAN_SCRIPT = """
+import importlib, sys, time
+sys.path.insert(0, {path!r})
+fn = importlib.import_module({module!r}).pid
+print(fn.invoke({{}})["pid"], flush=True)
+time.sleep(120)
+"""
+
+
+def test_children_and_template_die_with_a_killed_parent(tmp_path: Path) -> None:
+    (tmp_path / "orphan_fn.py").write_text(textwrap.dedent(PID))
+    script = ORPHAN_SCRIPT.format(path=str(tmp_path), module="orphan_fn")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "the parent did not report its child"
+        child = int(proc.stdout.readline())
+        template = _ppid(child)
+        assert _ppid(template) == proc.pid
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    # Reparented orphans are reaped by PID 1: a brief zombie is dead enough.
+    _wait_gone(template, timeout=5.0, zombie_ok=True)
+    _wait_gone(child, timeout=5.0, zombie_ok=True)
+
+
+THREAD_SCRIPT = """
+import importlib, json, sys, threading, time
+sys.path.insert(0, {path!r})
+fn = importlib.import_module({module!r}).pid
+results = []
+thread = threading.Thread(target=lambda: results.append(fn.invoke({{}})))
+thread.start()  # the first invocation, which starts the fork template, runs on this thread
+thread.join()
+time.sleep(0.5)
+with open("/proc/%d/stat" % results[0]["pid"]) as file:
+    state = file.read().rsplit(")", 1)[1].split()[0]
+try:
+    results.append(fn.invoke({{}}))
+except Exception as exc:
+    results.append(repr(exc))
+fn.shutdown()
+print(json.dumps({{"state": state, "results": results}}), flush=True)
+"""
+
+
+def test_the_template_outlives_the_thread_that_started_it(tmp_path: Path) -> None:
+    # PR_SET_PDEATHSIG fires when the *thread* that forked a process exits. A template first
+    # started from a short-lived thread (a WSGI server's request thread) must keep its children.
+    # A fresh interpreter, so that this test's thread really is the one that starts the template.
+    (tmp_path / "thread_fn.py").write_text(textwrap.dedent(PID))
+    script = THREAD_SCRIPT.format(path=str(tmp_path), module="thread_fn")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    first, again = report["results"]
+
+    assert report["state"] not in ("Z", "X"), f"the warm child died with the thread that started the template: {report}"
+    assert again == {"pid": first["pid"], "cold": False}, report
+
+
+def test_a_dead_fork_template_is_replaced_and_reaped(load: Load) -> None:
+    fn = load(PID).pid
+    first = fn.invoke({})["pid"]
+    template = _ppid(first)
+    os.kill(template, signal.SIGKILL)  # e.g. the kernel's OOM killer
+    _wait_gone(first, zombie_ok=True)  # its children die with it
+    outcomes: list[Any] = []
+    for _ in range(2):  # the context whose child died with the template may fail once, as a crash
+        try:
+            outcomes.append(fn.invoke({}))
+        except FunctionError as exc:
+            outcomes.append(exc.error_type)
+    gc.collect()  # a template handle dropped without being waited for would warn now
+    template_state = _wait_state(template, {None}, 5.0)
+    fn.shutdown()
+
+    assert outcomes[0] == "Runtime.ExitError" or outcomes[0]["cold"] is True, outcomes
+    assert outcomes[1]["pid"] != first, outcomes
+    assert template_state is None, f"the dead template was not reaped (state {template_state})"
+
+
+# -- async ------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_ainvoke_with_process_isolation(load: Load) -> None:
+    fn = load(PID).pid
+    first = await fn.ainvoke({})
+    second = await fn.ainvoke({})
+    started = time.monotonic()
+    with pytest.raises(InvocationTimeout):
+        await fn.ainvoke({"spin": True})
+    elapsed = time.monotonic() - started
+    state = _wait_state(first["pid"], {None}, 5.0)
+    after = await fn.ainvoke({})
+    await fn.ashutdown()
+
+    assert first["pid"] != os.getpid()
+    assert (first["cold"], second["cold"]) == (True, False)
+    assert second["pid"] == first["pid"]
+    assert elapsed < 2.0, f"the caller waited {elapsed:.2f} s for a 1 s timeout"
+    assert state is None, f"the timed-out child is still there (state {state})"
+    assert after["pid"] != first["pid"] and after["cold"] is True
