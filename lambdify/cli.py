@@ -77,22 +77,29 @@ def invoke_command(target: str, event_source: str | None) -> int:
         return _fail(f"{target}: defines {len(functions)} functions ({names}); name one as {target}:NAME")
     function = functions[0]
     _configure_logging()
+    # What the handler prints is its log, as on Lambda: keep stdout for the result, also at the
+    # descriptor level, where a process-isolated handler's child writes.
+    sys.stdout.flush()
+    result_fd = os.dup(1)
+    os.dup2(2, 1)
     try:
-        # What the handler prints is its log, as on Lambda: keep stdout for the result.
         with contextlib.redirect_stdout(sys.stderr):
-            result = function.invoke(event)
+            output, status = json.dumps(function.invoke(event)), 0
     except FunctionError as error:
-        print(json.dumps(error.to_payload()))
-        return EXIT_FUNCTION_ERROR
+        output, status = json.dumps(error.to_payload()), EXIT_FUNCTION_ERROR
     except LambdifyError as error:
-        print(json.dumps({"errorMessage": str(error), "errorType": type(error).__name__}))
-        return EXIT_FUNCTION_ERROR
+        payload = {"errorMessage": str(error), "errorType": type(error).__name__}
+        output, status = json.dumps(payload), EXIT_FUNCTION_ERROR
     except TypeError as error:  # the event itself was unusable
-        return _fail(str(error))
+        output, status = "", _fail(str(error))
     finally:
         function.shutdown()
-    print(json.dumps(result))
-    return 0
+        sys.stdout.flush()
+        os.dup2(result_fd, 1)
+        os.close(result_fd)
+    if output:
+        print(output)
+    return status
 
 
 _TARGETS_ENV = "LAMBDIFY_SERVE_TARGETS"

@@ -33,10 +33,10 @@ def current_context() -> LambdaContext:
     ```
     Raises `LookupError` outside an invocation.
     """
-    try:
-        return _current.get()
-    except LookupError:
-        raise LookupError("current_context() called outside a lambdify invocation") from None
+    context = _current.get(None)
+    if context is None:
+        raise LookupError("current_context() called outside a lambdify invocation")
+    return context
 
 
 class ExecutionContext:

@@ -421,6 +421,11 @@ def handler(func: F | None = None, /, **options: Any) -> Function[F] | Callable[
         function = Function(target, config)
         if function._is_class and not any("__call__" in vars(k) for k in target.__mro__[:-1]):  # type: ignore[attr-defined]
             raise TypeError(f"class {target.__name__} needs a __call__(self, event, context) method")
+        if function.config.concurrency != 1 and function.config.isolation == "process":
+            raise ValueError(
+                f"concurrency={function.config.concurrency} with isolation='process': a child process runs one "
+                "invocation at a time (use max_contexts to run more at once)"
+            )
         if function.config.concurrency != 1 and not function._is_async:
             raise ValueError(
                 f"concurrency={function.config.concurrency} needs an async handler: a sync handler runs on its "

@@ -159,13 +159,21 @@ class Resources:
         entry = self._entry(name)
         if entry.alock is None:
             entry.alock = asyncio.Lock()
+        from .context import _current
+
         async with entry.alock:
             step = _Steps(entry, self._context._serial, asynchronous=True)
-            for call in step:
-                result = call()
-                if _is_awaitable(result):
-                    result = await result
-                step.send_result(result)
+            # The object outlives this invocation: tasks it starts (a pool's maintenance task, say)
+            # are not background work of the invocation that happened to create it.
+            token = _current.set(None)  # type: ignore[arg-type]
+            try:
+                for call in step:
+                    result = call()
+                    if _is_awaitable(result):
+                        result = await result
+                    step.send_result(result)
+            finally:
+                _current.reset(token)
             return entry.obj
 
     def invalidate(self, name: str) -> None:
