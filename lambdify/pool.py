@@ -375,7 +375,7 @@ class Pool:
         return not self._contexts and not self._closing
 
 
-FREEZE_AFTER = 0.05  # seconds an idle child process runs on before it is stopped (SIGSTOP)
+FREEZE_AFTER = 0.25  # seconds an idle child process runs on before it is stopped (SIGSTOP)
 exiting = False  # set at interpreter exit: loops that stopped will not run again
 
 

@@ -13,6 +13,7 @@ import time
 from typing import Any, Final
 
 _HEADER: Final = struct.Struct(">I")
+_INCOMPLETE: Final = object()
 
 
 class ChannelClosed(EOFError):
@@ -27,6 +28,8 @@ def encode(message: Any) -> bytes:
 class Channel:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self._buffer = bytearray()
+        self._poll: Any = None
 
     def close(self) -> None:
         self.sock.close()
@@ -37,59 +40,73 @@ class Channel:
         self.sock.sendall(encode(message))
 
     def recv(self, timeout: float | None = None) -> Any:
-        """The next message; `TimeoutError` after `timeout` seconds, `ChannelClosed` at EOF."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        header = self._read(_HEADER.size, deadline)
-        return json.loads(self._read(_HEADER.unpack(header)[0], deadline))
+        """The next message; `TimeoutError` after `timeout` seconds, `ChannelClosed` at EOF.
 
-    def _read(self, size: int, deadline: float | None) -> bytes:
-        chunks = []
-        while size:
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError
-                self.sock.settimeout(left)
-            else:
-                self.sock.settimeout(None)
-            try:
-                chunk = self.sock.recv(min(size, 1 << 20))
-            except TimeoutError:
-                raise
-            except OSError as exc:
-                raise ChannelClosed(str(exc)) from exc
-            if not chunk:
-                raise ChannelClosed("connection closed")
-            chunks.append(chunk)
-            size -= len(chunk)
-        return b"".join(chunks)
+        One `recv` usually brings a whole small message; the wait is a `poll` on a blocking
+        socket (a socket timeout would cost a mode switch and a poll on every read).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            message = self._take()
+            if message is not _INCOMPLETE:
+                return message
+            self._fill(deadline)
+
+    def _take(self) -> Any:
+        buffer = self._buffer
+        if len(buffer) < _HEADER.size:
+            return _INCOMPLETE
+        size = _HEADER.unpack_from(buffer)[0]
+        end = _HEADER.size + size
+        if len(buffer) < end:
+            return _INCOMPLETE
+        body = bytes(buffer[_HEADER.size : end])
+        del buffer[:end]
+        return json.loads(body)
+
+    def _fill(self, deadline: float | None) -> None:
+        if deadline is not None:
+            if self._poll is None:
+                import select
+
+                self.sock.setblocking(True)
+                self._poll = select.poll()
+                self._poll.register(self.sock, select.POLLIN)
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._poll.poll(max(1, int(left * 1000))):
+                raise TimeoutError
+        try:
+            chunk = self.sock.recv(1 << 16)
+        except OSError as exc:
+            raise ChannelClosed(str(exc)) from exc
+        if not chunk:
+            raise ChannelClosed("connection closed")
+        self._buffer += chunk
 
     # -- asyncio -----------------------------------------------------------------------------
 
     async def asend(self, message: Any) -> None:
         import asyncio
 
-        self.sock.setblocking(False)
+        if self.sock.getblocking():
+            self.sock.setblocking(False)
         await asyncio.get_running_loop().sock_sendall(self.sock, encode(message))
 
     async def arecv(self) -> Any:
         """The next message (cancel it, e.g. with asyncio.timeout, to give up)."""
-        header = await self._aread(_HEADER.size)
-        return json.loads(await self._aread(_HEADER.unpack(header)[0]))
-
-    async def _aread(self, size: int) -> bytes:
         import asyncio
 
-        self.sock.setblocking(False)
         loop = asyncio.get_running_loop()
-        chunks = []
-        while size:
+        if self.sock.getblocking():
+            self.sock.setblocking(False)
+        while True:
+            message = self._take()
+            if message is not _INCOMPLETE:
+                return message
             try:
-                chunk = await loop.sock_recv(self.sock, min(size, 1 << 20))
+                chunk = await loop.sock_recv(self.sock, 1 << 16)
             except OSError as exc:
                 raise ChannelClosed(str(exc)) from exc
             if not chunk:
                 raise ChannelClosed("connection closed")
-            chunks.append(chunk)
-            size -= len(chunk)
-        return b"".join(chunks)
+            self._buffer += chunk

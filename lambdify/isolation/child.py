@@ -19,6 +19,10 @@ import sys
 import time
 from typing import Any
 
+from ..background import flush_here
+from ..context import LambdaContext, _current
+from ..errors import stack_trace
+from ..limits import peak_rss_mb, scratch_usage_mb
 from .channel import Channel, ChannelClosed, encode
 
 PR_SET_PDEATHSIG = 1
@@ -43,6 +47,8 @@ def template_main() -> None:
     import selectors
 
     # What every child needs, imported once here so that each fork starts with it.
+    import tempfile  # noqa: F401
+
     from .. import _loader, background, context, function, invocation, limits, logs  # noqa: F401
 
     die_with_parent()
@@ -163,8 +169,6 @@ def _serve(channel: Channel) -> None:
     try:
         ctx = _initialise(spec)
     except BaseException as exc:  # noqa: B036 - reported to the server as an InitError
-        from ..errors import stack_trace
-
         channel.send({"op": "init_error", "message": f"{type(exc).__name__}: {exc}", "trace": stack_trace(exc)})
         return
     # From here SIGTERM means a graceful SHUTDOWN; before, its default action ends the child.
@@ -207,11 +211,11 @@ def _initialise(spec: dict[str, Any]) -> Any:
 
 
 def _invoke(channel: Channel, ctx: Any, message: dict[str, Any]) -> None:
-    from ..background import flush_here
-    from ..context import LambdaContext, _current
-    from ..errors import stack_trace
-    from ..limits import peak_rss_mb
+    """One invocation: the answer goes out as soon as the handler returns; the flush follows.
 
+    When there is nothing to flush, the answer and the end of the invocation travel as one
+    message (the common case costs one round trip).
+    """
     request_id = message["request_id"]
     lc = LambdaContext(ctx, request_id, time.monotonic() + message["remaining"], message["cold"])
     log: list[str] = []
@@ -220,6 +224,7 @@ def _invoke(channel: Channel, ctx: Any, message: dict[str, Any]) -> None:
     ctx._serial += 1
     ctx.invocations += 1
     token = _current.set(lc)
+    pending = True
     try:
         reply: dict[str, Any]
         try:
@@ -228,19 +233,56 @@ def _invoke(channel: Channel, ctx: Any, message: dict[str, Any]) -> None:
             reply = {"op": "answer", "error": _payload("Runtime.OutOfMemory", "MemoryError"), "oom": True}
         except Exception as exc:
             reply = {"op": "answer", "error": _payload(type(exc).__name__, str(exc), stack_trace(exc))}
-        try:
-            channel.send(reply)
-        except (TypeError, ValueError) as exc:  # the result is not JSON: as Lambda's MarshalError
-            channel.send(
-                {"op": "answer", "error": _payload("Runtime.MarshalError", f"Unable to marshal response: {exc}")}
-            )
-        flush_here(ctx, lc)
+        pending = bool(lc._deferred or lc._tasks)
+        if pending:
+            _send_answer(channel, reply)
+            flush_here(ctx, lc)
+        else:
+            lc._done = True
     finally:
         _current.reset(token)
         sys.stdout, sys.stderr = stdout, stderr
-    channel.send({"op": "done", "log": "".join(log), "max_memory_mb": peak_rss_mb(), "oom": bool(reply.get("oom"))})
+    done = {
+        "op": "done",
+        "log": "".join(log),
+        "max_memory_mb": peak_rss_mb(),
+        "oom": bool(reply.get("oom")),
+        "tmp_mb": _scratch.usage(ctx._tmp),
+    }
+    if pending:
+        channel.send(done)
+    else:
+        reply["done"] = done
+        _send_answer(channel, reply)
     if reply.get("oom"):
         raise _Stop  # a fresh child serves the next invocation
+
+
+class _Scratch:
+    """The scratch dir's usage, rescanned only when it may have changed: a directory found empty
+    stays empty until an entry is added, which changes its mtime."""
+
+    def __init__(self) -> None:
+        self.mtime = -1
+        self.used = 0.0
+
+    def usage(self, path: Any) -> float:
+        mtime = os.stat(path).st_mtime_ns
+        if self.used or mtime != self.mtime:
+            self.used, self.mtime = scratch_usage_mb(path), mtime
+        return self.used
+
+
+_scratch = _Scratch()
+
+
+def _send_answer(channel: Channel, reply: dict[str, Any]) -> None:
+    try:
+        channel.send(reply)
+    except (TypeError, ValueError) as exc:  # the result is not JSON: as Lambda's MarshalError
+        reply.pop("result", None)
+        reply["error"] = _payload("Runtime.MarshalError", f"Unable to marshal response: {exc}")
+        channel.send(reply)
 
 
 def _payload(error_type: str, message: str, trace: list[str] | None = None) -> dict[str, Any]:

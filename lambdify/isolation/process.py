@@ -198,6 +198,22 @@ class ProcessContext(ExecutionContext):
         self.channel: Channel | None = None
         self.frozen = False
         self.dead = False
+        self._scratch: Path | None = None  # the child's scratch dir: the child checks its quota
+
+    @property
+    def tmp(self) -> Path:
+        if self._scratch is None:
+            from ..limits import make_scratch_dir
+
+            self._scratch = make_scratch_dir(self.function_name)
+        return self._scratch
+
+    def _remove_scratch(self) -> None:
+        if self._scratch is not None:
+            from ..limits import remove_scratch_dir
+
+            remove_scratch_dir(self._scratch)
+            self._scratch = None
 
     def __repr__(self) -> str:
         return f"<ProcessContext {self.function_name} {self.id[:8]} pid={self.pid} invocations={self.invocations}>"
@@ -352,6 +368,8 @@ def _done(invocation: Any, message: dict[str, Any]) -> None:
         log.append(message["log"])
     if message.get("oom"):
         invocation.retire = "out of memory"
+    elif invocation.retire is None and message.get("tmp_mb", 0) > invocation.function.config.tmp_mb:
+        invocation.retire = f"scratch directory holds {message['tmp_mb']:.1f} MB, over tmp_mb"
 
 
 def run_sync(function: Function[Any], event: Any, request_id: str, deadline: float | None = None) -> Any:
@@ -367,8 +385,9 @@ def run_sync(function: Function[Any], event: Any, request_id: str, deadline: flo
     error: BaseException | None = None
     try:
         ctx.channel.send(_Exchange.invoke_message(ctx, event, invocation.lc, cold))
-        result, error = _answer(ctx.channel.recv(invocation.remaining()), request_id)
-        _done(invocation, ctx.channel.recv(invocation.remaining()))
+        answer = ctx.channel.recv(invocation.remaining())
+        result, error = _answer(answer, request_id)
+        _done(invocation, answer.get("done") or ctx.channel.recv(invocation.remaining()))
     except TimeoutError:
         ctx.kill()
         result, error = None, _TimedOut()
@@ -406,12 +425,16 @@ async def run_async(
     try:
         async with asyncio.timeout(invocation.remaining()):
             await ctx.channel.asend(_Exchange.invoke_message(ctx, event, invocation.lc, cold))
-            result, error = _answer(await ctx.channel.arecv(), request_id)
+            answer = await ctx.channel.arecv()
+            result, error = _answer(answer, request_id)
+            if "done" in answer:
+                _done(invocation, answer["done"])
             if on_ready is not None:
                 failure = invocation.outcome(result, error)
                 decided = True
                 await answer_caller(on_ready, invocation.result, failure)
-            _done(invocation, await ctx.channel.arecv())
+            if "done" not in answer:
+                _done(invocation, await ctx.channel.arecv())
     except TimeoutError:
         ctx.kill()
         result, error, decided = None, _TimedOut(), False
