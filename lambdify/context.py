@@ -7,7 +7,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +15,7 @@ from .resources import Resources, _is_awaitable
 
 if TYPE_CHECKING:
     import asyncio
+    from pathlib import Path
 
     from .function import Function
 

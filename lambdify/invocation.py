@@ -12,12 +12,11 @@ Two drivers share the bookkeeping in `_Invocation`:
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
+from _random import Random
 from collections.abc import Awaitable, Callable
-from random import getrandbits
 from typing import TYPE_CHECKING, Any, Final
 
 from . import logs
@@ -50,6 +49,11 @@ _UUID4_CLEAR: Final = ~((0xF000 << 64) | (0xC000 << 48))
 _UUID4_SET: Final = (0x4000 << 64) | (0x8000 << 48)
 
 
+_random = Random()  # seeded from os.urandom; the `random` module would cost more to import
+os.register_at_fork(after_in_child=_random.seed)  # forked workers must not repeat their parent's ids
+getrandbits = _random.getrandbits
+
+
 def new_request_id() -> str:
     """A uuid4-format string, as Lambda's request ids are.
 
@@ -64,25 +68,29 @@ def _reject(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-# json.dumps builds a new C encoder on every call; one kept encoder checks a small event in a
-# fraction of the time. (No circular-reference markers: a cycle ends in RecursionError.)
-_c_encoder = getattr(json.encoder, "c_make_encoder", None)
-_encode = (
-    _c_encoder(None, _reject, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
-    if _c_encoder is not None
-    else None
-)
+_encode: Any = None
+
+
+def _encoder() -> Any:
+    """json.dumps builds a new C encoder on every call; one kept encoder checks a small event in
+    a fraction of the time. (No circular-reference markers: a cycle ends in RecursionError.)"""
+    global _encode
+    import json
+
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - pure-Python json
+        _encode = lambda obj, _level: json.dumps(obj)  # noqa: E731
+    else:
+        _encode = make(None, _reject, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+    return _encode
 
 
 def ensure_json(obj: Any) -> None:
     """Raise TypeError/ValueError unless `obj` is JSON-serialisable (as Lambda would marshal it)."""
     if obj is None or type(obj) in (str, int, bool):
         return
-    if _encode is None:  # pragma: no cover - pure-Python json
-        json.dumps(obj)
-        return
     try:
-        _encode(obj, 0)
+        (_encode or _encoder())(obj, 0)
     except RecursionError:
         raise ValueError("Circular reference detected") from None
 

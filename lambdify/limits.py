@@ -14,10 +14,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .logs import logger
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 try:
     import resource
@@ -163,6 +165,7 @@ def restart_requested() -> bool:
 
 def _scratch_base() -> Path:
     import tempfile
+    from pathlib import Path
 
     base = Path(tempfile.gettempdir()) / f"lambdify-{os.getuid()}"
     try:
@@ -185,6 +188,7 @@ _live_scratch: set[Path] = set()
 def make_scratch_dir(function_name: str) -> Path:
     """A new private (0700) directory for one execution context."""
     import tempfile
+    from pathlib import Path
 
     if not _live_scratch:
         import atexit

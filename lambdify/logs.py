@@ -1,26 +1,60 @@
 """Lambda's per-invocation log lines, on the `lambdify` logger.
 
 The library only adds a `NullHandler`; the CLI (or the application) decides where lines go.
+
+`logging` is imported on first use, not with lambdify (it is a sizeable share of an import
+that AWS Lambda pays at every cold start): until the application has imported `logging`,
+nothing can have configured a handler, so there is nothing to log to.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
-logger = logging.getLogger("lambdify")
-logger.addHandler(logging.NullHandler())
+if TYPE_CHECKING:
+    import logging
 
-_INFO = logging.INFO
+_INFO = 20
+_ERROR = 40
 
 
-def enabled() -> bool:
-    return logger.isEnabledFor(_INFO)
+class _LazyLogger:
+    """The `lambdify` logger, created (with its NullHandler) when first used."""
+
+    _real: logging.Logger | None = None
+
+    def _get(self) -> logging.Logger:
+        real = _LazyLogger._real
+        if real is None:
+            import logging
+
+            real = logging.getLogger("lambdify")
+            if not any(isinstance(handler, logging.NullHandler) for handler in real.handlers):
+                real.addHandler(logging.NullHandler())
+            _LazyLogger._real = real
+        return real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+
+logger: logging.Logger = _LazyLogger()  # type: ignore[assignment]
+
+
+def enabled(level: int = _INFO) -> bool:
+    """Whether a record at `level` would reach a handler (False while `logging` is not even imported)."""
+    real = _LazyLogger._real
+    if real is None:
+        if "logging" not in sys.modules:
+            return False
+        real = logger._get()  # type: ignore[attr-defined]
+    return real.isEnabledFor(level)
 
 
 def log_init_start(function_name: str) -> None:
-    if logger.isEnabledFor(_INFO):
+    if enabled():
         logger.info("INIT_START Runtime Version: lambdify\tFunction: %s", function_name)
 
 
@@ -67,23 +101,6 @@ def report_line(
 # -- per-invocation capture, for the Invoke API's `X-Amz-Log-Type: Tail` -------------------
 
 
-class _TailHandler(logging.Handler):
-    """Copies log records emitted inside an invocation that asked for its log into that log."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.NOTSET)
-        self.setFormatter(logging.Formatter("[%(levelname)s]\t%(asctime)s\t%(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.name == "lambdify" or record.name.startswith("lambdify."):
-            return  # START/END/REPORT are written to the capture directly
-        from .context import _current
-
-        lc = _current.get(None)
-        if lc is not None and lc._log is not None:
-            lc._log.append(self.format(record) + "\n")
-
-
 class _TeeStream:
     """Stands in for sys.stdout/sys.stderr: what an invocation prints also goes to its own log."""
 
@@ -105,15 +122,38 @@ class _TeeStream:
 _capturing = False
 
 
+def _tail_handler() -> logging.Handler:
+    import logging
+
+    class TailHandler(logging.Handler):
+        """Copies log records emitted inside an invocation that asked for its log into that log."""
+
+        def __init__(self) -> None:
+            super().__init__(logging.NOTSET)
+            self.setFormatter(logging.Formatter("[%(levelname)s]\t%(asctime)s\t%(message)s"))
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.name == "lambdify" or record.name.startswith("lambdify."):
+                return  # START/END/REPORT are written to the capture directly
+            from .context import _current
+
+            lc = _current.get(None)
+            if lc is not None and lc._log is not None:
+                lc._log.append(self.format(record) + "\n")
+
+    return TailHandler()
+
+
 def enable_capture() -> None:
     """Start capturing per-invocation logs (idempotent); costs nothing for invocations that don't ask."""
     global _capturing
     if _capturing:
         return
     _capturing = True
+    import logging
     import sys
 
-    logging.getLogger().addHandler(_TailHandler())
+    logging.getLogger().addHandler(_tail_handler())
     sys.stdout = _TeeStream(sys.stdout)
     sys.stderr = _TeeStream(sys.stderr)
 
@@ -129,5 +169,5 @@ def log_error(failure: Any, tail: list[str] | None) -> None:
     line += "".join(failure.stack_trace)
     if tail is not None:
         tail.append(line if line.endswith("\n") else line + "\n")
-    if logger.isEnabledFor(logging.ERROR):
+    if enabled(_ERROR):
         logger.error("RequestId: %s %s", failure.request_id, line.rstrip("\n"))

@@ -13,7 +13,6 @@ and creates a new one, so the caller always gets a working object.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
 
     from .context import ExecutionContext
 
-logger = logging.getLogger("lambdify")
+from .logs import logger
 
 _pid = os.getpid()
 

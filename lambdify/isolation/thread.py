@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import _thread
 import sys
+from _queue import SimpleQueue  # not `queue`, which would import heapq and more
 from collections.abc import Callable
-from queue import SimpleQueue
 from typing import Any, Final
 
 _START_TIMEOUT = 5.0
