@@ -635,3 +635,38 @@ def test_add_rejects_a_duplicate_name_and_a_non_callable_factory() -> None:
     assert "db" in str(errors["duplicate"])
     assert isinstance(errors["not callable"], TypeError)
     assert "cache" in str(errors["not callable"])
+
+
+@pytest.mark.anyio
+async def test_tasks_started_by_a_resource_are_not_the_invocations_background_work() -> None:
+    # A pool's maintenance task belongs to the resource, which outlives the invocation that
+    # happened to create it: the invocation must not wait for it.
+    import asyncio
+
+    started: list[asyncio.Task[None]] = []
+
+    class Pool:
+        def __init__(self) -> None:
+            self.task = asyncio.get_running_loop().create_task(asyncio.sleep(3600))
+            started.append(self.task)
+
+        async def aclose(self) -> None:
+            self.task.cancel()
+
+    async def make_pool() -> Pool:
+        return Pool()
+
+    def setup(ctx: ExecutionContext) -> None:
+        ctx.resources.add("pool", make_pool)
+
+    @handler(init=setup, timeout=2)
+    async def use(event: Any, context: LambdaContext) -> str:
+        pool = await context.resources.aget("pool")
+        return type(pool).__name__
+
+    try:
+        assert await use.ainvoke({}) == "Pool"  # would time out if the task counted as the invocation's
+        assert started and not started[0].done()
+    finally:
+        await use.ashutdown()
+    assert started[0].cancelled() or started[0].done()

@@ -380,6 +380,7 @@ def run_sync(function: Function[Any], event: Any, request_id: str, deadline: flo
     assert isinstance(ctx, ProcessContext) and ctx.channel is not None
     invocation = _Invocation(function, ctx, request_id, cold, deadline)
     invocation.peak_before = float("inf")  # memory_mb is enforced in the child
+    invocation.marshal = False  # the result arrived as JSON
     ctx.thaw()
     result: Any = None
     error: BaseException | None = None
@@ -416,6 +417,7 @@ async def run_async(
     assert isinstance(ctx, ProcessContext) and ctx.channel is not None
     invocation = _Invocation(function, ctx, request_id, cold, deadline, log)
     invocation.peak_before = float("inf")
+    invocation.marshal = False
     if on_start is not None:
         on_start(invocation.lc._deadline)
     ctx.thaw()
