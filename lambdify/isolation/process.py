@@ -126,6 +126,9 @@ class _Template:
             for waiter in self._forks.values():
                 waiter[0].set()
             self._forks.clear()
+            # Its children died with it and nobody is left to report how: stop waiting for that.
+            for event in self._exit_events.values():
+                event.set()
 
     def exit_status(self, pid: int, timeout: float) -> int | None:
         event = self._exit_events.setdefault(pid, threading.Event())
