@@ -16,8 +16,11 @@ from lambdify import LambdaContext, handler
 
 @handler
 def hello(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # Invoked directly the event is {"name": ...}; served over HTTP it is an API Gateway event,
+    # so `GET /hello/?name=Ada` works too.
+    query = event.get("queryStringParameters") or {}
     return {
-        "message": f"Hello, {event.get('name', 'world')}!",
+        "message": f"Hello, {event.get('name') or query.get('name', 'world')}!",
         "request_id": context.aws_request_id,
         "cold_start": context.cold_start,
     }

@@ -41,6 +41,7 @@ def test_serve_prints_urls_and_serves_http_and_invoke_api() -> None:
         assert url == f"{server.url}/hello/"
         with httpx.Client() as client:
             response = client.get(url)
+            named = client.get(url, params={"name": "Ada"})
         lambda_client = boto3_lambda(server.url)
         try:
             invoked = lambda_client.invoke(FunctionName="hello", Payload=json.dumps({"name": "Ada"}))
@@ -51,6 +52,7 @@ def test_serve_prints_urls_and_serves_http_and_invoke_api() -> None:
 
     assert response.status_code == 200, response.text
     assert response.json()["message"] == "Hello, world!"
+    assert named.json()["message"] == "Hello, Ada!"  # the query string reaches the handler
     assert response.headers["x-amzn-requestid"] == response.json()["request_id"]
     assert invoked["StatusCode"] == 200 and "FunctionError" not in invoked
     assert payload["message"] == "Hello, Ada!"
