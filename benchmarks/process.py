@@ -277,7 +277,7 @@ def profile_warm(module: ModuleType, rounds: int) -> None:
     print("## (a') where the warm time goes (re-enacting run_sync step by step; internals)")
     try:
         from lambdify.invocation import _Invocation, check_event, new_request_id
-        from lambdify.isolation.process import _answer, _done, _Exchange
+        from lambdify.isolation.process import _answer, _done, invoke_message
     except ImportError as exc:
         print(f"skipped: {exc}\n")
         return
@@ -301,7 +301,7 @@ def profile_warm(module: ModuleType, rounds: int) -> None:
         invocation.marshal = False
         ctx.thaw()
         t3 = pc()
-        ctx.channel.send(_Exchange.invoke_message(ctx, EVENT, invocation.lc, cold))
+        ctx.channel.send(invoke_message(EVENT, invocation.lc, cold))
         t4 = pc()
         answer = ctx.channel.recv(invocation.remaining())
         result, error = _answer(answer, request_id)

@@ -184,20 +184,13 @@ async def run_lifespan(receive: Receive, send: Send, startup: Any, shutdown: Any
     """ASGI lifespan: `startup()` on startup, `shutdown()` on shutdown, failures reported to the server."""
     while True:
         message = await receive()
-        if message["type"] == "lifespan.startup":
-            try:
-                await startup()
-            except Exception as exc:
-                logger.exception("startup failed")
-                await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
-                return
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            try:
-                await shutdown()
-            except Exception as exc:
-                logger.exception("shutdown failed")
-                await send({"type": "lifespan.shutdown.failed", "message": f"{type(exc).__name__}: {exc}"})
-                return
-            await send({"type": "lifespan.shutdown.complete"})
+        phase = message["type"].rpartition(".")[2]  # "startup" or "shutdown"
+        try:
+            await (startup if phase == "startup" else shutdown)()
+        except Exception as exc:
+            logger.exception("%s failed", phase)
+            await send({"type": f"lifespan.{phase}.failed", "message": f"{type(exc).__name__}: {exc}"})
+            return
+        await send({"type": f"lifespan.{phase}.complete"})
+        if phase == "shutdown":
             return

@@ -223,7 +223,7 @@ class _Invocation:
             init_ms = ctx.init_ms if self.cold else None
             peak = self.max_memory if self.max_memory is not None else peak_rss_mb()
             report = logs.report_line(request_id, duration, config.memory_size, peak, init_ms, self.status)
-            logs.log_end_report(request_id, report, lc._log)
+            logs.log_end_report(request_id, report, lc._log, self.logging)
         pool.release(ctx, self.retire)
         if self.retire == "out of memory":
             self._check_resident(config.memory_mb)
@@ -328,6 +328,14 @@ class SyncRun:
         if not self._ready.acquire(timeout=max(0.0, self.invocation.remaining())):
             return None
         return self.invocation.result, self.invocation.failure
+
+    def settle(self) -> FunctionError | None:
+        """`complete()` for a caller that has answered already: the failure, if any, is returned."""
+        try:
+            self.complete()
+        except FunctionError as failure:
+            return failure
+        return None
 
     def complete(self) -> Any:
         """Wait for the flush (within the deadline), release the context, return or raise the outcome."""

@@ -113,8 +113,12 @@ async def serve_invoke(
     if scope["method"] != "POST" or tail_path != "invocations":
         await _error(send, 404, "ResourceNotFoundException", "Unknown operation", request_id)
         return
-    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
-    kind = headers.get("x-amz-invocation-type") or "RequestResponse"
+    kind, log_type = "RequestResponse", ""
+    for name, value in scope["headers"]:
+        if name == b"x-amz-invocation-type":
+            kind = value.decode("latin-1") or kind
+        elif name == b"x-amz-log-type":
+            log_type = value.decode("latin-1")
     if kind not in INVOCATION_TYPES:
         message = f"Invalid invocation type {kind!r}: expected one of {', '.join(INVOCATION_TYPES)}"
         await _error(send, 400, "InvalidParameterValueException", message, request_id)
@@ -156,7 +160,7 @@ async def serve_invoke(
         await send({"type": "http.response.start", "status": 202, "headers": ids})
         await send({"type": "http.response.body", "body": b""})
     else:
-        await _request_response(function, event, request_id, headers.get("x-amz-log-type") == "Tail", send)
+        await _request_response(function, event, request_id, log_type == "Tail", send)
 
 
 async def _request_response(function: Function[Any], event: Any, request_id: str, want_tail: bool, send: Send) -> None:

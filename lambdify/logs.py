@@ -66,13 +66,13 @@ def log_start(request_id: str) -> None:
     logger.info("START RequestId: %s Version: $LATEST", request_id)
 
 
-def log_end_report(request_id: str, report: str, tail: list[str] | None) -> None:
+def log_end_report(request_id: str, report: str, tail: list[str] | None, enabled: bool = True) -> None:
     """END and REPORT, to the logger and to the invocation's captured log (for Tail) if any."""
     end = f"END RequestId: {request_id}"
     if tail is not None:
         tail.append(end + "\n")
         tail.append(report + "\n")
-    if logger.isEnabledFor(_INFO):
+    if enabled:
         logger.info(end)
         logger.info(report)
 

@@ -92,9 +92,8 @@ class _Flushing:
         return iter(self._chunks)
 
     def close(self) -> None:
-        try:
-            self._run.complete()
-        except FunctionError as error:
+        error = self._run.settle()
+        if error is not None:
             logger.debug("RequestId: %s failed after its response was sent: %s", self._run.lc.aws_request_id, error)
 
 
@@ -134,12 +133,8 @@ class FunctionWSGI:
             return json_response(start_response, 502, "Internal Server Error", request_id)
         outcome = run.ready()
         if outcome is None:
-            try:
-                run.complete()
-            except InvocationTimeout:
+            if isinstance(run.settle(), InvocationTimeout):
                 return json_response(start_response, 504, "Endpoint request timed out", request_id)
-            except FunctionError:
-                pass
             return json_response(start_response, 502, "Internal Server Error", request_id)
         result, failure = outcome
         chunks = self._respond(start_response, event_format, result, failure, environ, request_id)
@@ -239,17 +234,11 @@ class WSGIMiddleware:
             return json_response(start_response, 502, "Internal Server Error", request_id)
         outcome = run.ready()
         if outcome is None:
-            try:
-                run.complete()
-            except FunctionError:
-                pass
+            run.settle()
             return json_response(start_response, 504, "Endpoint request timed out", request_id)
         response, failure = outcome
         if failure is not None:
-            try:
-                run.complete()
-            except FunctionError:
-                pass
+            run.settle()
             if isinstance(failure, MemoryLimitExceeded) or failure.__cause__ is None:
                 return json_response(start_response, 500, "Memory limit exceeded", request_id)
             raise failure.__cause__  # the app's own exception, as the server would have seen it

@@ -342,13 +342,10 @@ class ProcessContext(ExecutionContext):
 # -- drivers --------------------------------------------------------------------------------
 
 
-class _Exchange:
-    """Reading one invocation's messages from a child, sync or async."""
-
-    @staticmethod
-    def invoke_message(ctx: ProcessContext, event: Any, lc: Any, cold: bool) -> dict[str, Any]:
-        remaining = max(0.0, lc._deadline - time.monotonic())
-        return {"op": "invoke", "event": event, "request_id": lc.aws_request_id, "remaining": remaining, "cold": cold}
+def invoke_message(event: Any, lc: Any, cold: bool) -> dict[str, Any]:
+    """What a child is sent for one invocation."""
+    remaining = max(0.0, lc._deadline - time.monotonic())
+    return {"op": "invoke", "event": event, "request_id": lc.aws_request_id, "remaining": remaining, "cold": cold}
 
 
 def _answer(message: dict[str, Any], request_id: str) -> tuple[Any, BaseException | None]:
@@ -388,7 +385,7 @@ def run_sync(function: Function[Any], event: Any, request_id: str, deadline: flo
     result: Any = None
     error: BaseException | None = None
     try:
-        ctx.channel.send(_Exchange.invoke_message(ctx, event, invocation.lc, cold))
+        ctx.channel.send(invoke_message(event, invocation.lc, cold))
         answer = ctx.channel.recv(invocation.remaining())
         result, error = _answer(answer, request_id)
         _done(invocation, answer.get("done") or ctx.channel.recv(invocation.remaining()))
@@ -429,7 +426,7 @@ async def run_async(
     decided = False
     try:
         async with asyncio.timeout(invocation.remaining()):
-            await ctx.channel.asend(_Exchange.invoke_message(ctx, event, invocation.lc, cold))
+            await ctx.channel.asend(invoke_message(event, invocation.lc, cold))
             answer = await ctx.channel.arecv()
             result, error = _answer(answer, request_id)
             if "done" in answer:
