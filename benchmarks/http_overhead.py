@@ -195,8 +195,8 @@ def wsgi_loop(app: Any) -> Callable[[int], Awaitable[float]]:
 async def pieces(rounds: int, n: int) -> list[tuple[str, float]]:
     """µs per call of each step `ASGIMiddleware._http` takes for a request (lambdify internals:
     this section follows lambdify/asgi.py and may need updating when that changes)."""
-    from lambdify.context import _current
-    from lambdify.invocation import _Invocation, new_request_id
+    from lambdify.context import _current, new_request_id
+    from lambdify.invocation import _Invocation
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         return None
@@ -358,8 +358,9 @@ async def pieces(rounds: int, n: int) -> list[tuple[str, float]]:
 
 async def fn_pieces(rounds: int, n: int) -> list[tuple[str, float]]:
     """µs per call of the steps `fn.asgi` takes for a request (public codecs and `ainvoke`)."""
+    from lambdify.context import new_request_id
     from lambdify.events import request_event, response_from_result
-    from lambdify.invocation import ensure_json, new_request_id
+    from lambdify.invocation import ensure_json
 
     @handler(name="hello")
     async def hello(event: Any, context: Any) -> Any:

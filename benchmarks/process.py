@@ -276,7 +276,8 @@ def profile_warm(module: ModuleType, rounds: int) -> None:
     channel), so it may need updating when they change; it is skipped if they moved."""
     print("## (a') where the warm time goes (re-enacting run_sync step by step; internals)")
     try:
-        from lambdify.invocation import _Invocation, check_event, new_request_id
+        from lambdify.context import new_request_id
+        from lambdify.invocation import _Invocation, check_event
         from lambdify.isolation.process import _answer, _done, invoke_message
     except ImportError as exc:
         print(f"skipped: {exc}\n")

@@ -23,12 +23,12 @@ from starlette.requests import Request
 
 from .background import cancel_stray_tasks, flush
 from .config import build_config
-from .context import LambdaContext, _current
+from .context import LambdaContext, _current, new_request_id
 from .endpoint import send_json
 from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, TooManyRequests
 from .function import Function
-from .invocation import _Invocation, _TimedOut, new_request_id
-from .limits import deadline_watch, peak_rss_mb
+from .invocation import _Invocation, _TimedOut
+from .limits import peak_rss_mb
 from .logs import logger
 
 if TYPE_CHECKING:
@@ -56,14 +56,46 @@ def middleware_function(app: Any, defaults: dict[str, Any], options: dict[str, A
 
 
 class _Request:
-    __slots__ = ("answer", "answered", "completed", "started", "timed_out")
+    """One request through the middleware: its invocation, and how far its response got."""
 
-    def __init__(self) -> None:
+    __slots__ = ("answer", "answered", "completed", "invocation", "send", "started", "task", "timed_out")
+
+    def __init__(self, invocation: _Invocation, send: Send, task: asyncio.Task[Any]) -> None:
+        self.invocation = invocation
+        self.send = send
+        self.task = task
         self.answer: asyncio.Task[None] | None = None
         self.started = False
         self.completed = False
         self.timed_out = False
         self.answered = False  # the middleware answered for the app: drop what the app sends
+
+    async def send_wrapper(self, message: Message) -> None:
+        """The app's `send`: notes how far the response got, checks the memory ceiling at its start."""
+        if self.answered:
+            return
+        kind = message["type"]
+        if kind == "http.response.start":
+            invocation = self.invocation
+            if invocation.ceiling is not None and _over(invocation, invocation.ceiling):
+                self.answered = self.started = True
+                await _answer_out_of_memory(self.send, invocation.lc.aws_request_id)
+                return
+            self.started = True
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            self.completed = True
+        await self.send(message)
+
+    def expire(self) -> None:
+        """At the deadline: answer 504 now if the app has not started its response, and cancel it."""
+        self.timed_out = True
+        if not self.started:
+            self.answered = True
+            headers = [_id_header(self.invocation.lc.aws_request_id)]
+            answer = send_json(self.send, 504, {"message": "Endpoint request timed out"}, headers)
+            # Its own (empty) context: the answer is not background work of the invocation it ends.
+            self.answer = self.task.get_loop().create_task(answer, context=contextvars.Context())
+        self.task.cancel()
 
 
 class ASGIMiddleware:
@@ -92,48 +124,32 @@ class ASGIMiddleware:
         function = self.function
         loop = asyncio.get_running_loop()
         pool = function._pool(loop)
-        request_id = new_request_id()
         ctx = pool.take()
         cold = False
-        try:
-            if ctx is None:
+        if ctx is None:
+            try:
                 ctx, cold = await pool.aacquire()
-        except TooManyRequests:
-            await send_json(send, 429, {"message": "Too Many Requests"}, [_id_header(request_id)])
-            return
-        except FunctionError as exc:
-            logger.error("RequestId: %s INIT failed: %s", request_id, exc)
-            await send_json(send, 502, {"message": "Internal Server Error"}, [_id_header(request_id)])
-            return
-        invocation = _Invocation(function, ctx, request_id, cold, None)
+            except TooManyRequests:
+                await send_json(send, 429, {"message": "Too Many Requests"}, [_id_header(new_request_id())])
+                return
+            except FunctionError as exc:
+                request_id = new_request_id()
+                logger.error("RequestId: %s INIT failed: %s", request_id, exc)
+                await send_json(send, 502, {"message": "Internal Server Error"}, [_id_header(request_id)])
+                return
+        invocation = _Invocation(function, ctx, None, cold, None)
         lc = invocation.lc
         scope[SCOPE_KEY] = lc
-        request = _Request()
-        ceiling = function.config.memory_mb
-
-        async def send_wrapper(message: Message) -> None:
-            if request.answered:
-                return
-            kind = message["type"]
-            if kind == "http.response.start":
-                if ceiling is not None and _over(invocation, ceiling):
-                    request.answered = request.started = True
-                    await _answer_out_of_memory(send, request_id)
-                    return
-                request.started = True
-            elif kind == "http.response.body" and not message.get("more_body", False):
-                request.completed = True
-            await send(message)
-
         task = asyncio.current_task(loop)
         assert task is not None
-        watch = deadline_watch(loop)
-        watch.add(request, lc._deadline, _expire, request, task, send, request_id)
+        request = _Request(invocation, send, task)
+        watch = pool.watch
+        watch.add(request, lc._deadline)
         token = _current.set(lc)
         error: BaseException | None = None
         try:
             try:
-                await self.app(scope, receive, send_wrapper)
+                await self.app(scope, receive, request.send_wrapper)
             except Exception as exc:
                 error = exc
             if lc._deferred or lc._tasks:
@@ -159,10 +175,12 @@ class ASGIMiddleware:
             invocation.finish(pool, None, error)
         except InvocationTimeout:
             if not request.answered:
-                raise ResponseCutOff(f"RequestId: {request_id} timed out after its response had started") from None
+                raise ResponseCutOff(
+                    f"RequestId: {lc.aws_request_id} timed out after its response had started"
+                ) from None
         except MemoryLimitExceeded:
             if not request.started:
-                await _answer_out_of_memory(send, request_id)
+                await _answer_out_of_memory(send, lc.aws_request_id)
         except FunctionError:
             app_error = error
         if app_error is not None:
@@ -197,17 +215,6 @@ def _over(invocation: _Invocation, ceiling: int) -> bool:
 
 async def _answer_out_of_memory(send: Send, request_id: str) -> None:
     await send_json(send, 500, {"message": "Memory limit exceeded"}, [_id_header(request_id)])
-
-
-def _expire(request: _Request, task: asyncio.Task[Any], send: Send, request_id: str) -> None:
-    """At the deadline: answer 504 now if the app has not started its response, and cancel it."""
-    request.timed_out = True
-    if not request.started:
-        request.answered = True
-        answer = send_json(send, 504, {"message": "Endpoint request timed out"}, [_id_header(request_id)])
-        # Its own (empty) context: the answer is not background work of the invocation it ends.
-        request.answer = asyncio.get_running_loop().create_task(answer, context=contextvars.Context())
-    task.cancel()
 
 
 def lambda_context(request: Request) -> LambdaContext:

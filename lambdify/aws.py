@@ -10,7 +10,7 @@ event loop, so `asyncio` is not even imported.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .background import flush_here
 from .context import ExecutionContext, LambdaContext, _current
@@ -34,24 +34,34 @@ def _context_for(function: Function[Any]) -> tuple[ExecutionContext, bool]:
     return ctx, True
 
 
+_FROM_AWS: Final = (
+    "function_name",
+    "function_version",
+    "invoked_function_arn",
+    "memory_limit_in_mb",
+    "log_group_name",
+    "log_stream_name",
+    "identity",
+    "client_context",
+    "tenant_id",
+)
+_MISSING: Final = object()
+
+
+class _AwsLambdaContext(LambdaContext):
+    """On AWS, the attributes that lambdify derives from the function hold the runtime's values."""
+
+    __slots__ = _FROM_AWS[:6]
+
+
 def run_on_aws(function: Function[Any], event: Any, aws_context: Any) -> Any:
     """One invocation inside the Lambda runtime, in this thread, with AWS's context."""
     ctx, cold = _context_for(function)
     remaining = aws_context.get_remaining_time_in_millis() / 1000
-    lc = LambdaContext(ctx, aws_context.aws_request_id, time.monotonic() + remaining, cold)
-    for attribute in (
-        "function_name",
-        "function_version",
-        "invoked_function_arn",
-        "memory_limit_in_mb",
-        "log_group_name",
-        "log_stream_name",
-        "identity",
-        "client_context",
-        "tenant_id",
-    ):
-        if hasattr(aws_context, attribute):
-            setattr(lc, attribute, getattr(aws_context, attribute))
+    lc = _AwsLambdaContext(ctx, aws_context.aws_request_id, time.monotonic() + remaining, cold)
+    for attribute in _FROM_AWS:
+        value = getattr(aws_context, attribute, _MISSING)
+        setattr(lc, attribute, getattr(super(_AwsLambdaContext, lc), attribute) if value is _MISSING else value)
     ctx._serial += 1
     ctx.invocations += 1
     token = _current.set(lc)

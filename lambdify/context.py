@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import sys
 import time
+from _random import Random
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .isolation.thread import Worker
 from .resources import Resources, _is_awaitable
@@ -22,6 +23,24 @@ if TYPE_CHECKING:
 __all__ = ["ExecutionContext", "LambdaContext", "current_context"]
 
 _current: ContextVar[LambdaContext] = ContextVar("lambdify.current_context")
+
+_UUID4_CLEAR: Final = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET: Final = (0x4000 << 64) | (0x8000 << 48)
+
+
+_random = Random()  # seeded from os.urandom; the `random` module would cost more to import
+os.register_at_fork(after_in_child=_random.seed)  # forked workers must not repeat their parent's ids
+getrandbits = _random.getrandbits
+
+
+def new_request_id() -> str:
+    """A uuid4-format string, as Lambda's request ids are.
+
+    Request ids need to be unique, not secret: `random` (reseeded in forked children) is a
+    fraction of the cost of `os.urandom` plus `uuid`.
+    """
+    h = f"{(getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def current_context() -> LambdaContext:
@@ -130,8 +149,7 @@ class ExecutionContext:
         """Close the private loop of a context whose thread is stuck (unless that thread is running it)."""
         loop = self._private_loop
         if loop is not None and not loop.is_running():
-            self._private_loop = None
-            loop.close()
+            self._close_private_loop()
 
     def run_coroutine_here(self, awaitable: Awaitable[Any]) -> Any:
         """Run async code of a loop-less context on its private loop (called on its own thread)."""
@@ -234,9 +252,14 @@ class ExecutionContext:
             except Exception:
                 _log_hook_failure(self, call)
         self._remove_scratch()
-        if self._private_loop is not None:
-            self._private_loop.close()
-            self._private_loop = None
+        self._close_private_loop()
+
+    def _close_private_loop(self) -> None:
+        # Taken before it is closed (no call between the read and the write, so no thread
+        # switch either): a stuck context's thread, unwinding, and the pool may both get here.
+        loop, self._private_loop = self._private_loop, None
+        if loop is not None:
+            loop.close()
 
     async def aclose(self) -> None:
         """SHUTDOWN for a loop-bound context: sync hooks on its thread, async ones on the loop."""
@@ -250,8 +273,7 @@ class ExecutionContext:
                 _log_hook_failure(self, call)
         self._remove_scratch()
         if self._private_loop is not None and worker is not None:
-            await self.acall(self._private_loop.close)
-            self._private_loop = None
+            await self.acall(self._close_private_loop)
         else:
             self.release_private_loop()
 
@@ -298,32 +320,21 @@ class LambdaContext:
         "_deferred",
         "_done",
         "_log",
+        "_request_id",
         "_tasks",
-        "aws_request_id",
         "client_context",
         "cold_start",
         "execution",
-        "function_name",
-        "function_version",
         "identity",
-        "invoked_function_arn",
-        "log_group_name",
-        "log_stream_name",
-        "memory_limit_in_mb",
         "tenant_id",
     )
 
-    def __init__(self, execution: ExecutionContext, request_id: str, deadline: float, cold_start: bool) -> None:
-        function = execution._function
+    function_version = "$LATEST"
+
+    def __init__(self, execution: ExecutionContext, request_id: str | None, deadline: float, cold_start: bool) -> None:
         self.execution = execution
-        self.aws_request_id = request_id
+        self._request_id = request_id  # None: made on first use (a wrapped app may never ask)
         self.cold_start = cold_start
-        self.function_name = execution.function_name
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = function.arn
-        self.memory_limit_in_mb = function.config.memory_size
-        self.log_group_name = function.log_group_name
-        self.log_stream_name = execution.log_stream_name
         self.identity: Any = None
         self.client_context: Any = None
         self.tenant_id: str | None = None
@@ -332,6 +343,36 @@ class LambdaContext:
         self._tasks: set[asyncio.Task[Any]] | None = None
         self._log: list[str] | None = None  # captured for the Invoke API's Tail logs
         self._done = False
+
+    # What does not change between invocations is read from the execution context when asked
+    # for, rather than copied into every invocation's context.
+
+    @property
+    def aws_request_id(self) -> str:
+        request_id = self._request_id
+        if request_id is None:
+            request_id = self._request_id = new_request_id()
+        return request_id
+
+    @property
+    def function_name(self) -> str:
+        return self.execution.function_name
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return self.execution._function.arn
+
+    @property
+    def memory_limit_in_mb(self) -> int:
+        return self.execution._function.config.memory_size
+
+    @property
+    def log_group_name(self) -> str:
+        return self.execution._function.log_group_name
+
+    @property
+    def log_stream_name(self) -> str:
+        return self.execution.log_stream_name
 
     def __repr__(self) -> str:
         return f"<LambdaContext {self.function_name} {self.aws_request_id}>"

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Final
 
+from .context import new_request_id
 from .errors import FunctionError, InvocationTimeout, TooManyRequests
 from .events import BadResponse, request_event, response_from_result
-from .invocation import new_request_id, run_async
+from .invocation import run_async
 from .logs import logger
 
 if TYPE_CHECKING:

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from .config import Config, build_config, function_arn
+from .context import new_request_id
 from .errors import MemoryLimitExceeded, TooManyRequests
-from .invocation import check_event, new_request_id, run_async, run_on_owned_loop, run_sync
+from .invocation import check_event, run_async, run_on_owned_loop, run_sync
 from .limits import apply_memory_backstop, request_restart
 from .logs import logger
 from .pool import Pool

@@ -15,15 +15,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from _random import Random
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from . import logs
 from .background import cancel_stray_tasks, flush, flush_here
 from .context import LambdaContext, _current
 from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, TooManyRequests, stack_trace
-from .limits import current_rss_mb, deadline_watch, peak_rss_mb, request_restart, scratch_usage_mb
+from .limits import current_rss_mb, peak_rss_mb, request_restart, scratch_usage_mb
 
 if TYPE_CHECKING:
     import asyncio
@@ -43,25 +42,6 @@ class Reported(Exception):
     def __init__(self, failure: FunctionError) -> None:
         super().__init__(failure)
         self.failure = failure
-
-
-_UUID4_CLEAR: Final = ~((0xF000 << 64) | (0xC000 << 48))
-_UUID4_SET: Final = (0x4000 << 64) | (0x8000 << 48)
-
-
-_random = Random()  # seeded from os.urandom; the `random` module would cost more to import
-os.register_at_fork(after_in_child=_random.seed)  # forked workers must not repeat their parent's ids
-getrandbits = _random.getrandbits
-
-
-def new_request_id() -> str:
-    """A uuid4-format string, as Lambda's request ids are.
-
-    Request ids need to be unique, not secret: `random` (reseeded in forked children) is a
-    fraction of the cost of `os.urandom` plus `uuid`.
-    """
-    h = f"{(getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _reject(obj: Any) -> Any:
@@ -106,15 +86,18 @@ Ready = Callable[[Any, "FunctionError | None"], Awaitable[None]]
 
 
 class _Invocation:
+    """The bookkeeping of one invocation: its LambdaContext, its outcome, and what ends it."""
+
     __slots__ = (
-        "logging",
-        "marshal",
-        "max_memory",
+        "ceiling",
         "cold",
         "ctx",
         "failure",
         "function",
         "lc",
+        "logging",
+        "marshal",
+        "max_memory",
         "peak_before",
         "result",
         "retire",
@@ -127,53 +110,55 @@ class _Invocation:
         self,
         function: Function[Any],
         ctx: ExecutionContext,
-        request_id: str,
+        request_id: str | None,
         cold: bool,
         deadline: float | None,
         log: list[str] | None = None,
     ) -> None:
-        now = time.monotonic()
-        timeout = function.config.timeout
+        config = function.config
         if deadline is None:
-            deadline = now + timeout
+            self.timeout = config.timeout
+            deadline = time.monotonic() + config.timeout
         else:
-            timeout = max(0.0, deadline - now)
+            self.timeout = max(0.0, deadline - time.monotonic())
         self.function = function
         self.ctx = ctx
         self.cold = cold
-        self.timeout = timeout
-        self.lc = LambdaContext(ctx, request_id, deadline, cold)
+        self.lc = lc = LambdaContext(ctx, request_id, deadline, cold)
         self.result: Any = None
         self.failure: FunctionError | None = None
         self.retire: str | None = None
         self.status: str | None = None
         self.marshal = True  # Lambda returns JSON; a wrapped web app's response is not
         self.max_memory: float | None = None  # measured elsewhere (a child process), for REPORT
-        self.peak_before = peak_rss_mb() if function.config.memory_mb is not None else 0.0
-        if log is not None:
-            self.lc._log = log
-            log.append(logs.start_line(request_id) + "\n")
-        self.logging = logs.enabled()
-        if self.logging:
-            logs.log_start(request_id)
-        self.started = time.perf_counter()
+        self.ceiling = ceiling = config.memory_mb
+        self.peak_before = peak_rss_mb() if ceiling is not None else 0.0
+        # START/END/REPORT cost a clock and a request id only when someone reads them.
+        self.logging = logging = logs.enabled()
+        if logging or log is not None:
+            if log is not None:
+                lc._log = log
+                log.append(logs.start_line(lc.aws_request_id) + "\n")
+            if logging:
+                logs.log_start(lc.aws_request_id)
+            self.started = time.perf_counter()
 
     def remaining(self) -> float:
         return self.lc._deadline - time.monotonic()
 
     def outcome(self, result: Any, error: BaseException | None) -> FunctionError | None:
         """What the caller gets, decided once the handler is done (before the flush, for HTTP surfaces)."""
-        request_id = self.lc.aws_request_id
         failure: FunctionError | None = None
         if error is None:
-            if self.marshal:
+            if self.marshal and result is not None:
                 try:
                     ensure_json(result)
                 except (TypeError, ValueError) as exc:
                     message = f"Unable to marshal response: {exc}"
-                    failure = FunctionError("Runtime.MarshalError", message, [], request_id)
+                    failure = FunctionError("Runtime.MarshalError", message, [], self.lc.aws_request_id)
         elif isinstance(error, _TimedOut):
-            failure, self.retire, self.status = InvocationTimeout(self.timeout, request_id), "timed out", "timeout"
+            failure = InvocationTimeout(self.timeout, self.lc.aws_request_id)
+            self.retire, self.status = "timed out", "timeout"
         elif isinstance(error, Reported):
             failure = error.failure
             if isinstance(failure, MemoryLimitExceeded):
@@ -183,15 +168,16 @@ class _Invocation:
         elif isinstance(error, MemoryError):
             failure, self.retire = self._out_of_memory("an allocation failed (MemoryError)"), "out of memory"
         else:
-            failure = FunctionError(type(error).__name__, str(error), stack_trace(error), request_id)
+            failure = FunctionError(type(error).__name__, str(error), stack_trace(error), self.lc.aws_request_id)
             failure.__cause__ = error
             logs.log_error(failure, self.lc._log)
-        memory_failure = self._memory_check()
-        self.result, self.failure = result, memory_failure or failure
-        return self.failure
+        if self.ceiling is not None:
+            failure = self._memory_check() or failure
+        self.result, self.failure = result, failure
+        return failure
 
     def _memory_check(self) -> MemoryLimitExceeded | None:
-        ceiling = self.function.config.memory_mb
+        ceiling = self.ceiling
         if ceiling is None or self.retire is not None:
             return None
         peak = peak_rss_mb()
@@ -204,32 +190,35 @@ class _Invocation:
         self, pool: Pool, result: Any = None, error: BaseException | None = None, *, decided: bool = False
     ) -> Any:
         """Apply the limits, log, release the context, and return the result or raise the failure."""
-        function, config, ctx, lc = self.function, self.function.config, self.ctx, self.lc
-        request_id = lc.aws_request_id
+        ctx = self.ctx
         if not decided or isinstance(error, _TimedOut):
             self.outcome(result, error)
-        else:
+        elif self.ceiling is not None:
             # The flush ran after the caller had its answer; it can still break the limits.
-            flush_failure = self._memory_check()
-            if flush_failure is not None:
-                self.failure = self.failure or flush_failure
-        if self.retire is None and ctx._tmp is not None:
+            self.failure = self.failure or self._memory_check()
+        if ctx._tmp is not None and self.retire is None:
+            tmp_mb = self.function.config.tmp_mb
             used = scratch_usage_mb(ctx._tmp)
-            if used > config.tmp_mb:
-                self.retire = f"scratch directory holds {used:.1f} MB, over tmp_mb={config.tmp_mb}"
-        duration = (time.perf_counter() - self.started) * 1000
-        function._invoked(self.cold, self.failure, self.status)
-        if self.logging or lc._log is not None:
-            init_ms = ctx.init_ms if self.cold else None
-            peak = self.max_memory if self.max_memory is not None else peak_rss_mb()
-            report = logs.report_line(request_id, duration, config.memory_size, peak, init_ms, self.status)
-            logs.log_end_report(request_id, report, lc._log, self.logging)
+            if used > tmp_mb:
+                self.retire = f"scratch directory holds {used:.1f} MB, over tmp_mb={tmp_mb}"
+        self.function._invoked(self.cold, self.failure, self.status)
+        if self.logging or self.lc._log is not None:
+            self._report()
         pool.release(ctx, self.retire)
         if self.retire == "out of memory":
-            self._check_resident(config.memory_mb)
+            self._check_resident(self.ceiling)
         if self.failure is not None:
             raise self.failure
         return self.result
+
+    def _report(self) -> None:
+        """END and REPORT, to the logger and to the captured log."""
+        lc, config = self.lc, self.function.config
+        duration = (time.perf_counter() - self.started) * 1000
+        init_ms = self.ctx.init_ms if self.cold else None
+        peak = self.max_memory if self.max_memory is not None else peak_rss_mb()
+        report = logs.report_line(lc.aws_request_id, duration, config.memory_size, peak, init_ms, self.status)
+        logs.log_end_report(lc.aws_request_id, report, lc._log, self.logging)
 
     def _out_of_memory(self, detail: str) -> MemoryLimitExceeded:
         return MemoryLimitExceeded(
@@ -404,8 +393,8 @@ async def run_async(
     # One shared timer per loop rather than an asyncio.timeout per invocation (a fifth of the
     # cost); at the deadline it cancels this task, as asyncio.timeout would.
     expiry = _Expiry(task)
-    watch = deadline_watch(loop)
-    watch.add(expiry, lc._deadline, expiry.fire)
+    watch = pool.watch
+    watch.add(expiry, lc._deadline)
     token = _current.set(lc)
     try:
         try:
@@ -456,7 +445,7 @@ class _Expiry:
         self.task = task
         self.fired = False
 
-    def fire(self) -> None:
+    def expire(self) -> None:
         self.fired = True
         self.task.cancel()
 

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs, unquote
 
 from .config import function_arn
+from .context import new_request_id
 from .endpoint import MAX_SYNC_PAYLOAD, _Disconnected, _TooLarge, declared_length, read_body, send_json
 from .errors import FunctionError, TooManyRequests
-from .invocation import new_request_id, run_async
+from .invocation import run_async
 from .logs import logger, tail
 
 if TYPE_CHECKING:

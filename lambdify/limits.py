@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .logs import logger
 
@@ -245,8 +245,12 @@ def scratch_usage_mb(path: Path) -> float:
 # -- deadlines on an event loop -------------------------------------------------------------
 
 
+class Expiring(Protocol):
+    def expire(self) -> None: ...
+
+
 class DeadlineWatch:
-    """One ticking timer per event loop for every deadline on it.
+    """One ticking timer per pool of an event loop, for every deadline on it.
 
     A request then costs a dict entry instead of a timer of its own (scheduling and cancelling
     a timer per request is a measurable part of a hello-world request). Deadlines fire up to
@@ -257,45 +261,31 @@ class DeadlineWatch:
 
     def __init__(self, loop: Any) -> None:
         self._loop = loop
-        self._entries: dict[object, tuple[float, Callable[..., None], tuple[Any, ...]]] = {}
+        self._entries: dict[Expiring, float] = {}
         self._ticking = False
 
-    def add(self, key: object, deadline: float, callback: Callable[..., None], *args: Any) -> None:
-        """Call `callback(*args)` on the loop once `time.monotonic()` passes `deadline`."""
-        self._entries[key] = (deadline, callback, args)
+    def add(self, item: Expiring, deadline: float) -> None:
+        """Call `item.expire()` on the loop once `time.monotonic()` passes `deadline`."""
+        self._entries[item] = deadline
         if not self._ticking:
             self._ticking = True
             self._loop.call_later(self.TICK, self._tick)
 
-    def discard(self, key: object) -> None:
-        self._entries.pop(key, None)
+    def discard(self, item: Expiring) -> None:
+        self._entries.pop(item, None)
 
     def _tick(self) -> None:
         import time
 
         now = time.monotonic()
-        due = [key for key, (deadline, _, _) in self._entries.items() if deadline <= now]
-        for key in due:
-            _, callback, args = self._entries.pop(key)
+        due = [item for item, deadline in self._entries.items() if deadline <= now]
+        for item in due:
+            del self._entries[item]
             try:
-                callback(*args)
+                item.expire()
             except Exception:  # pragma: no cover - a callback must not stop the watch
                 logger.exception("deadline callback failed")
         if self._entries:
             self._loop.call_later(self.TICK, self._tick)
         else:
             self._ticking = False
-
-
-_watches: dict[int, DeadlineWatch] = {}
-
-
-def deadline_watch(loop: Any) -> DeadlineWatch:
-    """The DeadlineWatch of `loop` (one per loop, dropped when the loop closes)."""
-    watch = _watches.get(id(loop))
-    if watch is None or watch._loop is not loop:
-        for key, old in list(_watches.items()):
-            if old._loop.is_closed():
-                del _watches[key]
-        watch = _watches[id(loop)] = DeadlineWatch(loop)
-    return watch

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .context import ExecutionContext
 from .errors import InitError, TooManyRequests, stack_trace
 from .isolation.thread import ThreadStartError
+from .limits import DeadlineWatch
 from .logs import log_init_start, logger
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class Pool:
         self._waiters: deque[_Waiter] = deque()
         self._closing: list[Any] = []
         self.closed = False
+        self.watch = DeadlineWatch(loop)  # the deadlines of this loop's invocations
         _janitor.watch(self)
 
     def __repr__(self) -> str:

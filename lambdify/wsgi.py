@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Final
 
+from .context import new_request_id
 from .endpoint import MAX_SYNC_PAYLOAD
 from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, TooManyRequests
 from .events import BadResponse, request_event, response_from_result
-from .invocation import SyncRun, new_request_id
+from .invocation import SyncRun
 from .logs import logger
 
 if TYPE_CHECKING:
