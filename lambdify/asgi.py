@@ -58,7 +58,7 @@ def middleware_function(app: Any, defaults: dict[str, Any], options: dict[str, A
 class _Request:
     """One request through the middleware: its invocation, and how far its response got."""
 
-    __slots__ = ("answer", "answered", "completed", "invocation", "send", "started", "task", "timed_out")
+    __slots__ = ("answer", "answered", "invocation", "send", "started", "task", "timed_out")
 
     def __init__(self, invocation: _Invocation, send: Send, task: asyncio.Task[Any]) -> None:
         self.invocation = invocation
@@ -66,7 +66,6 @@ class _Request:
         self.task = task
         self.answer: asyncio.Task[None] | None = None
         self.started = False
-        self.completed = False
         self.timed_out = False
         self.answered = False  # the middleware answered for the app: drop what the app sends
 
@@ -74,16 +73,13 @@ class _Request:
         """The app's `send`: notes how far the response got, checks the memory ceiling at its start."""
         if self.answered:
             return
-        kind = message["type"]
-        if kind == "http.response.start":
+        if not self.started and message["type"] == "http.response.start":
             invocation = self.invocation
             if invocation.ceiling is not None and _over(invocation, invocation.ceiling):
                 self.answered = self.started = True
                 await _answer_out_of_memory(self.send, invocation.lc.aws_request_id)
                 return
             self.started = True
-        elif kind == "http.response.body" and not message.get("more_body", False):
-            self.completed = True
         await self.send(message)
 
     def expire(self) -> None:
@@ -140,7 +136,7 @@ class ASGIMiddleware:
         invocation = _Invocation(function, ctx, None, cold, None)
         lc = invocation.lc
         scope[SCOPE_KEY] = lc
-        task = asyncio.current_task(loop)
+        task = pool.current_task(loop)
         assert task is not None
         request = _Request(invocation, send, task)
         watch = pool.watch

@@ -10,6 +10,8 @@ context), so nothing depends on diffing `asyncio.all_tasks()`.
 from __future__ import annotations
 
 import functools
+import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .context import _current
@@ -24,17 +26,16 @@ if TYPE_CHECKING:
 
 def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
     """Make `loop` record each task created during an invocation on that invocation (idempotent)."""
+    import asyncio
+
     previous = loop.get_task_factory()
     if getattr(previous, "_lambdify", False):
         return
+    new_task = asyncio.Task
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
-        import asyncio
-
         task: asyncio.Task[Any] = (
-            previous(loop, coro, **kwargs)  # type: ignore[assignment]
-            if previous is not None
-            else asyncio.Task(coro, loop=loop, **kwargs)
+            new_task(coro, loop=loop, **kwargs) if previous is None else previous(loop, coro, **kwargs)  # type: ignore[assignment]
         )
         lc = _current.get(None)
         if lc is not None and not lc._done:
@@ -45,6 +46,16 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
 
     factory._lambdify = True  # type: ignore[attr-defined]
     loop.set_task_factory(factory)
+
+
+def current_task_getter() -> Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None]:
+    """`asyncio.current_task`, minus the Python wrapper it has before 3.12 (a dict lookup in it)."""
+    import asyncio.tasks
+
+    tasks = getattr(asyncio.tasks, "_current_tasks", None)
+    if sys.version_info < (3, 12) and isinstance(tasks, dict):
+        return tasks.get
+    return asyncio.current_task
 
 
 def _failed(ctx: ExecutionContext, lc: LambdaContext, what: str, exc: BaseException) -> None:

@@ -281,6 +281,7 @@ class Function(Generic[F]):
         """Counters since the function was created (per worker process)."""
         with self._stats_lock:
             stats = dict(self._stats)
+        stats["invocations"] = stats["cold_starts"] + stats["warm_starts"]
         stats["contexts_alive"] = sum(pool.alive for pool in list(self._pools.values()))
         stats["abandoned_threads_alive"] = self._abandoned_alive
         stats["resources"] = {name: dict(counts) for name, counts in self._resource_stats.items()}
@@ -291,10 +292,10 @@ class Function(Generic[F]):
             self._stats[key] += n
 
     def _invoked(self, cold: bool, failure: BaseException | None, status: str | None) -> None:
-        stats = self._stats
-        with self._stats_lock:
-            stats["invocations"] += 1
-            stats["cold_starts" if cold else "warm_starts"] += 1
+        stats, lock = self._stats, self._stats_lock
+        lock.acquire()
+        try:
+            stats["cold_starts" if cold else "warm_starts"] += 1  # their sum is "invocations"
             if failure is not None:
                 if status == "timeout":
                     stats["timeouts"] += 1
@@ -302,6 +303,8 @@ class Function(Generic[F]):
                     stats["oom"] += 1
                 else:
                     stats["errors"] += 1
+        finally:
+            lock.release()
 
     def _cold_start(self, init_ms: float) -> None:
         with self._stats_lock:

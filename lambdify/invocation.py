@@ -191,11 +191,14 @@ class _Invocation:
     ) -> Any:
         """Apply the limits, log, release the context, and return the result or raise the failure."""
         ctx = self.ctx
-        if not decided or isinstance(error, _TimedOut):
+        if decided and not isinstance(error, _TimedOut):
+            if self.ceiling is not None:
+                # The flush ran after the caller had its answer; it can still break the limits.
+                self.failure = self.failure or self._memory_check()
+        elif error is None and result is None and self.ceiling is None:
+            pass  # nothing to marshal or check (a wrapped app's invocation): the outcome stands
+        else:
             self.outcome(result, error)
-        elif self.ceiling is not None:
-            # The flush ran after the caller had its answer; it can still break the limits.
-            self.failure = self.failure or self._memory_check()
         if ctx._tmp is not None and self.retire is None:
             tmp_mb = self.function.config.tmp_mb
             used = scratch_usage_mb(ctx._tmp)
@@ -388,7 +391,7 @@ async def run_async(
     result: Any = None
     error: BaseException | None = None
     decided = False
-    task = asyncio.current_task(loop)
+    task = pool.current_task(loop)
     assert task is not None
     # One shared timer per loop rather than an asyncio.timeout per invocation (a fifth of the
     # cost); at the deadline it cancels this task, as asyncio.timeout would.

@@ -16,6 +16,7 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from .background import current_task_getter
 from .context import ExecutionContext
 from .errors import InitError, TooManyRequests, stack_trace
 from .isolation.thread import ThreadStartError
@@ -65,6 +66,7 @@ class Pool:
         self._closing: list[Any] = []
         self.closed = False
         self.watch = DeadlineWatch(loop)  # the deadlines of this loop's invocations
+        self.current_task = current_task_getter() if loop is not None else _no_task
         _janitor.watch(self)
 
     def __repr__(self) -> str:
@@ -127,8 +129,12 @@ class Pool:
 
     def take(self) -> ExecutionContext | None:
         """A warm context with free capacity, if there is one (the hot path: no waiting, no INIT)."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # (not `with`: on the hot path its method lookups cost as much as the lock)
+        try:
             return None if self.closed else self._take()
+        finally:
+            lock.release()
 
     # -- sync callers ---------------------------------------------------------------------
 
@@ -247,7 +253,9 @@ class Pool:
     def release(self, ctx: ExecutionContext, retire: str | None = None) -> None:
         """End one invocation on `ctx`; `retire` (a reason) takes the context out of service."""
         shutdown = False
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             ctx.active -= 1
             if retire is not None and not ctx.retired:
                 ctx.retired = True
@@ -272,6 +280,8 @@ class Pool:
                     self._idle[ctx.id] = ctx
             else:
                 self._partial[ctx.id] = ctx
+        finally:
+            lock.release()
         if shutdown:
             self._shutdown(ctx)
 
@@ -379,6 +389,10 @@ class Pool:
 
 FREEZE_AFTER = 0.25  # seconds an idle child process runs on before it is stopped (SIGSTOP)
 exiting = False  # set at interpreter exit: loops that stopped will not run again
+
+
+def _no_task(loop: Any) -> None:
+    return None
 
 
 def _set_none(future: asyncio.Future[None]) -> None:
