@@ -134,6 +134,8 @@ class ASGIMiddleware:
                 await send_json(send, 502, {"message": "Internal Server Error"}, [_id_header(request_id)])
                 return
         invocation = _Invocation(function, ctx, None, cold, None)
+        ctx._serial += 1  # a new invocation: resources are checked again at their first use
+        ctx.invocations += 1
         lc = invocation.lc
         scope[SCOPE_KEY] = lc
         task = pool.current_task(loop)

@@ -62,8 +62,17 @@ class Conn:
         self.pid = os.getpid()
 
 
+CHECKS = [0]
+
+
+def check(conn):
+    CHECKS[0] += 1
+    return True
+
+
 def setup(ctx):
     ctx.resources.add("conn", Conn)
+    ctx.resources.add("probe", Conn, check=check)  # checked at its first use in each invocation
 
 
 def mark(what):
@@ -107,6 +116,12 @@ def ctx_sync(request: Request, context: LambdaContext = Depends(lambda_context))
 async def resource(context: LambdaContext = Depends(lambda_context)):
     conn = context.resources["conn"]
     return {"id": id(conn), "number": conn.number, "created": CREATED[0], "pid": conn.pid}
+
+
+@app.get("/probe")
+async def probe(context: LambdaContext = Depends(lambda_context)):
+    first, again = context.resources["probe"], context.resources["probe"]
+    return {"same": first is again, "checks": CHECKS[0], "invocations": context.execution.invocations}
 
 
 @app.get("/fast")
@@ -240,6 +255,16 @@ def test_a_resource_made_in_init_is_reused_across_requests(tmp_path: Path) -> No
     assert len({body["id"] for body in bodies}) == 1
     assert {body["number"] for body in bodies} == {1}
     assert bodies[-1]["created"] == 1
+    _stopped_gracefully(server, tmp_path)
+
+
+def test_each_request_is_one_invocation_of_the_shared_context(tmp_path: Path) -> None:
+    with _server(tmp_path) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        bodies = [client.get("/probe").json() for _ in range(4)]
+    assert all(body["same"] for body in bodies)
+    assert [body["invocations"] for body in bodies] == [1, 2, 3, 4]
+    # Created in the first request; checked once (at its first use) in each request after it.
+    assert [body["checks"] for body in bodies] == [0, 1, 2, 3]
     _stopped_gracefully(server, tmp_path)
 
 
