@@ -33,7 +33,7 @@ class _Disconnected(Exception):
     pass
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The whole request body; `_TooLarge` past `limit` bytes, `_Disconnected` if the client left."""
     message = await receive()
     body: bytes = message.get("body", b"")
@@ -43,6 +43,10 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         if len(body) > limit:
             raise _TooLarge
         return body
+    # More is coming: refuse a body declared too large before reading any more of it.
+    declared = declared_length(scope)
+    if declared is not None and declared > limit:
+        raise _TooLarge
     chunks = [body]
     size = len(body)
     while True:
@@ -82,21 +86,13 @@ async def send_response(send: Send, status: int, headers: list[tuple[bytes, byte
     await send({"type": "http.response.body", "body": body})
 
 
-def client_ip(scope: Scope) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else "127.0.0.1"
-
-
 async def serve_http(function: Function[Any], scope: Scope, receive: Receive, send: Send, raw_path: str) -> None:
     """Serve one HTTP request as one invocation of `function`."""
     request_id = new_request_id()
     id_header = (b"x-amzn-requestid", request_id.encode())
     head = scope["method"] == "HEAD"
-    declared = declared_length(scope)
     try:
-        if declared is not None and declared > MAX_SYNC_PAYLOAD:
-            raise _TooLarge
-        body = await read_body(receive, MAX_SYNC_PAYLOAD)
+        body = await read_body(scope, receive, MAX_SYNC_PAYLOAD)
     except _TooLarge:
         await send_json(send, 413, {"message": "Request Entity Too Large"}, [id_header], head)
         return
@@ -110,7 +106,7 @@ async def serve_http(function: Function[Any], scope: Scope, receive: Receive, se
         query_string=scope.get("query_string", b""),
         headers=scope["headers"],
         body=body,
-        source_ip=client_ip(scope),
+        source_ip=client[0] if (client := scope.get("client")) else "127.0.0.1",
         protocol=f"HTTP/{scope.get('http_version', '1.1')}",
         request_id=request_id,
         function_name=function.config.name,

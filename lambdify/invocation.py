@@ -413,7 +413,10 @@ async def run_async(
             if on_ready is not None:
                 failure = invocation.outcome(result, error)
                 decided = True
-                await _answer(on_ready, invocation.result, failure)
+                try:
+                    await on_ready(invocation.result, failure)
+                except Exception:
+                    logs.logger.exception("sending the response failed")
             if lc._deferred or lc._tasks:
                 await flush(ctx, lc)
             else:

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, unquote
 
 from .config import function_arn
 from .context import new_request_id
-from .endpoint import MAX_SYNC_PAYLOAD, _Disconnected, _TooLarge, declared_length, read_body, send_json
+from .endpoint import MAX_SYNC_PAYLOAD, _Disconnected, _TooLarge, read_body, send_json
 from .errors import FunctionError, TooManyRequests
 from .invocation import run_async
 from .logs import logger, tail
@@ -133,10 +133,7 @@ async def serve_invoke(
         return
     limit = MAX_EVENT_PAYLOAD if kind == "Event" else MAX_SYNC_PAYLOAD
     try:
-        declared = declared_length(scope)
-        if declared is not None and declared > limit:
-            raise _TooLarge
-        body = await read_body(receive, limit)
+        body = await read_body(scope, receive, limit)
     except _TooLarge:
         message = f"Request must be smaller than {limit} bytes for the InvokeFunction operation"
         await _error(send, 413, "RequestTooLargeException", message, request_id)
