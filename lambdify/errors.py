@@ -107,3 +107,10 @@ class InitError(FunctionError):
 
 class TooManyRequests(LambdifyError):
     """Every execution context was busy for `queue_timeout` seconds: the invocation was throttled."""
+
+
+def failure_counter(failure: BaseException, status: str | None) -> str:
+    """The `fn.stats()` counter a failed invocation adds to: "timeouts", "oom" or "errors"."""
+    if status == "timeout":
+        return "timeouts"
+    return "oom" if isinstance(failure, MemoryLimitExceeded) else "errors"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from .config import Config, build_config, function_arn
 from .context import new_request_id
-from .errors import MemoryLimitExceeded, TooManyRequests
+from .errors import TooManyRequests, failure_counter
 from .invocation import check_event, run_async, run_on_owned_loop, run_sync
 from .limits import apply_memory_backstop, request_restart
 from .logs import logger
@@ -43,6 +43,7 @@ _COUNTERS = (
     "abandoned_threads",
     "init_errors",
 )
+INVOCATION_COUNTERS = ("cold_starts", "warm_starts", "errors", "timeouts", "oom")
 _functions: weakref.WeakSet[Function[Any]] = weakref.WeakSet()
 
 
@@ -86,6 +87,9 @@ class Function(Generic[F]):
         self._stats: dict[str, Any] = dict.fromkeys(_COUNTERS, 0)
         self._stats["init_ms_last"] = None
         self._resource_stats: dict[str, dict[str, int]] = {}
+        # Each pool counts its invocations under its own lock (the one it takes to release a
+        # context anyway); stats() adds them up. A pool's counts outlive it: late releases count.
+        self._pool_counts: list[dict[str, int]] = []
         self._abandoned_alive = 0
         self._unhealthy: str | None = None
         self._asgi: ASGIApp | None = None
@@ -281,6 +285,9 @@ class Function(Generic[F]):
         """Counters since the function was created (per worker process)."""
         with self._stats_lock:
             stats = dict(self._stats)
+            for counts in self._pool_counts:
+                for key, n in counts.items():
+                    stats[key] += n
         stats["invocations"] = stats["cold_starts"] + stats["warm_starts"]
         stats["contexts_alive"] = sum(pool.alive for pool in list(self._pools.values()))
         stats["abandoned_threads_alive"] = self._abandoned_alive
@@ -292,19 +299,17 @@ class Function(Generic[F]):
             self._stats[key] += n
 
     def _invoked(self, cold: bool, failure: BaseException | None, status: str | None) -> None:
-        stats, lock = self._stats, self._stats_lock
-        lock.acquire()
-        try:
-            stats["cold_starts" if cold else "warm_starts"] += 1  # their sum is "invocations"
+        """Count an invocation that ran outside any pool (on AWS)."""
+        with self._stats_lock:
+            self._stats["cold_starts" if cold else "warm_starts"] += 1  # their sum is "invocations"
             if failure is not None:
-                if status == "timeout":
-                    stats["timeouts"] += 1
-                elif isinstance(failure, MemoryLimitExceeded):
-                    stats["oom"] += 1
-                else:
-                    stats["errors"] += 1
-        finally:
-            lock.release()
+                self._stats[failure_counter(failure, status)] += 1
+
+    def _counts_for_pool(self) -> dict[str, int]:
+        counts = dict.fromkeys(INVOCATION_COUNTERS, 0)
+        with self._stats_lock:
+            self._pool_counts.append(counts)
+        return counts
 
     def _cold_start(self, init_ms: float) -> None:
         with self._stats_lock:

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 from . import logs
 from .background import cancel_stray_tasks, flush, flush_here
 from .context import LambdaContext, _current
-from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, TooManyRequests, stack_trace
+from .errors import (
+    FunctionError,
+    InvocationTimeout,
+    MemoryLimitExceeded,
+    TooManyRequests,
+    failure_counter,
+    stack_trace,
+)
 from .limits import current_rss_mb, peak_rss_mb, request_restart, scratch_usage_mb
 
 if TYPE_CHECKING:
@@ -204,14 +211,15 @@ class _Invocation:
             used = scratch_usage_mb(ctx._tmp)
             if used > tmp_mb:
                 self.retire = f"scratch directory holds {used:.1f} MB, over tmp_mb={tmp_mb}"
-        self.function._invoked(self.cold, self.failure, self.status)
         if self.logging or self.lc._log is not None:
             self._report()
-        pool.release(ctx, self.retire)
+        failure = self.failure
+        failed = None if failure is None else failure_counter(failure, self.status)
+        pool.release(ctx, self.retire, "cold_starts" if self.cold else "warm_starts", failed)
         if self.retire == "out of memory":
             self._check_resident(self.ceiling)
-        if self.failure is not None:
-            raise self.failure
+        if failure is not None:
+            raise failure
         return self.result
 
     def _report(self) -> None:

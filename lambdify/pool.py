@@ -65,6 +65,7 @@ class Pool:
         self._waiters: deque[_Waiter] = deque()
         self._closing: list[Any] = []
         self.closed = False
+        self.counts = function._counts_for_pool()  # invocations ended here, by kind (under the lock)
         self.watch = DeadlineWatch(loop)  # the deadlines of this loop's invocations
         self.current_task = current_task_getter() if loop is not None else _no_task
         _janitor.watch(self)
@@ -250,12 +251,22 @@ class Pool:
 
     # -- giving contexts back -------------------------------------------------------------
 
-    def release(self, ctx: ExecutionContext, retire: str | None = None) -> None:
-        """End one invocation on `ctx`; `retire` (a reason) takes the context out of service."""
+    def release(
+        self, ctx: ExecutionContext, retire: str | None = None, started: str | None = None, failed: str | None = None
+    ) -> None:
+        """End one invocation on `ctx`; `retire` (a reason) takes the context out of service.
+
+        `started` ("cold_starts"/"warm_starts") and `failed` ("errors", "timeouts", "oom") name
+        the counters the invocation adds to.
+        """
         shutdown = False
         lock = self._lock
         lock.acquire()
         try:
+            if started is not None:
+                self.counts[started] += 1
+                if failed is not None:
+                    self.counts[failed] += 1
             ctx.active -= 1
             if retire is not None and not ctx.retired:
                 ctx.retired = True
