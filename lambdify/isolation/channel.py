@@ -114,20 +114,19 @@ class Channel:
         # wake-up of a blocked process, which costs about as much as the round trip itself.
         # (Only a reader with a deadline spins: the parent awaiting an answer. A child awaiting
         # its next invocation may wait for minutes, and would only take a CPU from its parent.)
-        spin_until = time.perf_counter() + self._spin if deadline is not None else 0.0
-        while True:
-            try:
-                chunk = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                if time.perf_counter() < spin_until:
-                    continue
-                break
-            except OSError as exc:
-                raise ChannelClosed(str(exc)) from exc
-            if not chunk:
-                raise ChannelClosed("connection closed")
-            self._buffer += chunk
-            return
+        if deadline is not None and self._spin:
+            spin_until = time.perf_counter() + self._spin
+            while True:
+                try:
+                    chunk = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    if time.perf_counter() < spin_until:
+                        continue
+                    break
+                except OSError as exc:
+                    raise ChannelClosed(str(exc)) from exc
+                self._append(chunk)
+                return
         if deadline is not None:
             if self._poll is None:
                 import select
@@ -142,6 +141,9 @@ class Channel:
             chunk = self.sock.recv(1 << 16)
         except OSError as exc:
             raise ChannelClosed(str(exc)) from exc
+        self._append(chunk)
+
+    def _append(self, chunk: bytes) -> None:
         if not chunk:
             raise ChannelClosed("connection closed")
         self._buffer += chunk
