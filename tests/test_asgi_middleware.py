@@ -403,6 +403,9 @@ def test_lifespan_runs_once_and_provisioned_contexts_init_at_startup(tmp_path: P
     assert [body["cold_start"] for body in bodies] == [False] * 3  # INIT already ran, at startup
     assert server.stderr.count("INIT_START") == 2, server.stderr
     assert server.stderr.count("START RequestId") == 3
+    for body in bodies:  # each request's log lines carry the id its context reports
+        for line in ("START", "END", "REPORT"):
+            assert f"{line} RequestId: {body['request_id']}" in server.stderr
     _stopped_gracefully(server, tmp_path)
     assert _markers(tmp_path) == ["startup", "shutdown"]  # the app's own lifespan ran exactly once each way
 

@@ -548,3 +548,22 @@ def test_sync_handler_with_concurrency_is_rejected_at_decoration() -> None:
         @handler(concurrency=2)
         def fn(event: dict[str, Any], context: LambdaContext) -> None:
             pass
+
+
+def test_stats_add_up_every_loops_pool_and_outlive_them() -> None:
+    @handler(name="counted")
+    async def counted(event: Any, context: LambdaContext) -> Any:
+        if event.get("fail"):
+            raise ValueError("no")
+        return 1
+
+    for _ in range(3):
+        counted.invoke({})  # lambdify's own loop: one pool
+    asyncio.run(counted.ainvoke({}))  # a second loop, and a second pool
+    with pytest.raises(FunctionError):
+        asyncio.run(counted.ainvoke({"fail": True}))  # a third
+    before = counted.stats()
+    counted.shutdown()
+    after = counted.stats()
+    assert before["invocations"] == after["invocations"] == 5
+    assert (after["cold_starts"], after["warm_starts"], after["errors"]) == (3, 2, 1)

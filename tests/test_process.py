@@ -140,6 +140,62 @@ def test_warm_invocations_reuse_one_child(load: Load) -> None:
     assert (stats["cold_starts"], stats["warm_starts"], stats["errors"]) == (1, 19, 0)
 
 
+MARSHAL = """
+from lambdify import handler
+
+
+@handler(isolation="process")
+def result(event, context):
+    if event["kind"] == "cycle":
+        loop = []
+        loop.append(loop)
+        return loop
+    if event["kind"] == "object":
+        return {"when": object()}
+    return {"echo": event}
+"""
+
+
+@pytest.mark.parametrize("kind", ["cycle", "object"])
+def test_a_result_that_is_not_json_is_a_marshal_error_and_the_child_serves_on(load: Load, kind: str) -> None:
+    fn = load(MARSHAL).result
+    with pytest.raises(FunctionError) as caught:
+        fn.invoke({"kind": kind})
+    assert caught.value.error_type == "Runtime.MarshalError"
+    assert "Unable to marshal response" in caught.value.error_message
+    assert fn.invoke({"kind": "echo"}) == {"echo": {"kind": "echo"}}
+    stats = fn.stats()
+    fn.shutdown()
+    assert (stats["cold_starts"], stats["errors"]) == (1, 1)  # the same child answered both
+
+
+ONE_CPU = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+import socket
+from lambdify.isolation.channel import Channel
+import proc_one_cpu
+left, right = socket.socketpair()
+polls = Channel(left)._spin
+left.close(); right.close()
+results = [proc_one_cpu.pid.invoke({}) for _ in range(3)]
+proc_one_cpu.pid.shutdown()
+print(json.dumps({"polls": polls, "cold": [r["cold"] for r in results]}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
+def test_on_a_single_cpu_the_parent_waits_for_answers_without_polling(tmp_path: Path) -> None:
+    # Polling would keep the child that owes the answer from running on the only CPU.
+    (tmp_path / "proc_one_cpu.py").write_text(textwrap.dedent(PID))
+    done = subprocess.run(
+        [sys.executable, "-c", ONE_CPU, str(tmp_path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"polls": 0.0, "cold": [True, False, False]}
+
+
 # -- hard timeout -----------------------------------------------------------------------------
 
 
