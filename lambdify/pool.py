@@ -60,6 +60,9 @@ class Pool:
         self._idle: dict[str, ExecutionContext] = {}  # active == 0, in release order: newest last
         self._warm: list[ExecutionContext] = []  # provisioned and idle: never expire
         self._partial: dict[str, ExecutionContext] = {}  # busy but below `concurrency`
+        # A shared context (concurrency > 1) stays in `_partial` while idle, rather than moving
+        # to `_idle` and back on every request; idle expiry looks for it there.
+        self._idle_in_partial = self.config.concurrency != 1 and self.config.isolation == "thread"
         self._contexts: dict[str, ExecutionContext] = {}
         self._reserved = 0
         self._waiters: deque[_Waiter] = deque()
@@ -111,13 +114,19 @@ class Pool:
             expired.append(ctx)
         for ctx in expired:
             del self._idle[ctx.id]
+        if self._idle_in_partial:
+            shared = [ctx for ctx in self._partial.values() if ctx.active == 0 and now - ctx.idle_since >= ttl]
+            for ctx in shared:
+                del self._partial[ctx.id]
+            expired += shared
+        for ctx in expired:
             del self._contexts[ctx.id]
             ctx.retired = True
         return expired
 
     def _claim(self) -> tuple[ExecutionContext | None, _Waiter | None, list[ExecutionContext]]:
         """One step of acquiring: a context, or room to create one (neither), or a place in the queue."""
-        expired = self._expired(time.monotonic()) if self._idle else []
+        expired = self._expired(time.monotonic()) if self._idle or self._idle_in_partial else []
         if self.closed:
             raise TooManyRequests(f"function {self.config.name!r} is shutting down")
         ctx = self._take()
@@ -133,7 +142,13 @@ class Pool:
         lock = self._lock
         lock.acquire()  # (not `with`: on the hot path its method lookups cost as much as the lock)
         try:
-            return None if self.closed else self._take()
+            if self.closed:
+                return None
+            if self._partial and self.config.concurrency is None:  # a shared context: no bookkeeping
+                ctx = next(reversed(self._partial.values()))
+                ctx.active += 1
+                return ctx
+            return self._take()
         finally:
             lock.release()
 
@@ -283,11 +298,14 @@ class Pool:
                 waiter.context = ctx
                 waiter.wake()
             elif ctx.active == 0:
-                self._partial.pop(ctx.id, None)
                 ctx.idle_since = time.monotonic()
                 if ctx.provisioned:
+                    self._partial.pop(ctx.id, None)
                     self._warm.append(ctx)
+                elif self._idle_in_partial:
+                    self._partial[ctx.id] = ctx
                 else:
+                    self._partial.pop(ctx.id, None)
                     self._idle[ctx.id] = ctx
             else:
                 self._partial[ctx.id] = ctx
@@ -323,7 +341,7 @@ class Pool:
 
     def reap(self) -> None:
         """Retire contexts idle longer than `idle_ttl`; freeze idle child processes (janitor thread)."""
-        if not self._idle and not self._warm:
+        if not self._idle and not self._warm and not self._idle_in_partial:
             return
         now = time.monotonic()
         with self._lock:
@@ -374,9 +392,12 @@ class Pool:
         """Stop handing out contexts and retire the idle ones; busy ones retire when they finish."""
         with self._lock:
             self.closed = True
-            idle = [*self._idle.values(), *self._warm]
+            shared = [ctx for ctx in self._partial.values() if ctx.active == 0]
+            idle = [*self._idle.values(), *self._warm, *shared]
             self._idle.clear()
             self._warm.clear()
+            for ctx in shared:
+                del self._partial[ctx.id]
             for ctx in idle:
                 ctx.retired = True
                 del self._contexts[ctx.id]

@@ -313,14 +313,15 @@ async def test_full_pool_with_async_callers(queue_timeout: float, throttled: boo
 # -- idle expiry -------------------------------------------------------------------------------
 
 
-def test_idle_context_is_retired_after_idle_ttl() -> None:
+@pytest.mark.parametrize("concurrency", [1, 4, None], ids=["one-at-a-time", "shared-4", "shared-unbounded"])
+def test_idle_context_is_retired_after_idle_ttl(concurrency: int | None) -> None:
     closed: list[str] = []
 
     def setup(ctx: ExecutionContext) -> None:
         ctx.on_shutdown(lambda: closed.append(ctx.id))
 
-    @handler(init=setup, idle_ttl=0.2)
-    def fn(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    @handler(init=setup, idle_ttl=0.2, concurrency=concurrency)  # (only async handlers share a context)
+    async def fn(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return {"ctx": context.execution.id, "cold_start": context.cold_start}
 
     try:
@@ -567,3 +568,24 @@ def test_stats_add_up_every_loops_pool_and_outlive_them() -> None:
     after = counted.stats()
     assert before["invocations"] == after["invocations"] == 5
     assert (after["cold_starts"], after["warm_starts"], after["errors"]) == (3, 2, 1)
+
+
+@pytest.mark.anyio
+async def test_a_shared_context_that_went_idle_is_reused_warm_and_retired_at_shutdown() -> None:
+    closed: list[str] = []
+
+    def setup(ctx: ExecutionContext) -> None:
+        ctx.on_shutdown(lambda: closed.append(ctx.id))
+
+    @handler(init=setup, concurrency=None)
+    async def fn(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        await asyncio.sleep(event["nap"])
+        return {"ctx": context.execution.id, "cold_start": context.cold_start}
+
+    first = await asyncio.gather(*(fn.ainvoke({"nap": 0.05}) for _ in range(3)))  # one context, shared
+    later = await fn.ainvoke({"nap": 0})  # after it went idle
+    await fn.ashutdown()
+    assert len({r["ctx"] for r in [*first, later]}) == 1
+    assert [r["cold_start"] for r in first].count(True) == 1 and later["cold_start"] is False
+    assert closed == [later["ctx"]]
+    assert fn.stats()["contexts_alive"] == 0
