@@ -33,6 +33,7 @@ from .logs import logger
 
 if TYPE_CHECKING:
     from ._types import ASGIApp, Message, Receive, Scope, Send
+    from .pool import Pool
 
 __all__ = ["ASGIMiddleware", "lambda_context"]
 
@@ -106,6 +107,7 @@ class ASGIMiddleware:
     def __init__(self, app: ASGIApp, **options: Any) -> None:
         self.app = app
         self.function = middleware_function(app, {**MIDDLEWARE_DEFAULTS, "concurrency": None}, options)
+        self._pool: Pool | None = None  # the last loop's pool (a server runs one loop)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # (HTTP requests are served inline: one coroutine less each)
@@ -116,7 +118,9 @@ class ASGIMiddleware:
             return
         function = self.function
         loop = asyncio.get_running_loop()
-        pool = function._pool(loop)
+        pool = self._pool
+        if pool is None or pool.loop is not loop or pool.closed:
+            pool = self._pool = function._pool(loop)
         ctx = pool.take()
         cold = False
         if ctx is None:

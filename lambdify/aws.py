@@ -51,7 +51,7 @@ _MISSING: Final = object()
 class _AwsLambdaContext(LambdaContext):
     """On AWS, the attributes that lambdify derives from the function hold the runtime's values."""
 
-    __slots__ = _FROM_AWS[:6]
+    __slots__ = _FROM_AWS[:6]  # (identity, client_context, tenant_id go to the instance's __dict__)
 
 
 def run_on_aws(function: Function[Any], event: Any, aws_context: Any) -> Any:

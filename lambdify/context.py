@@ -316,28 +316,26 @@ class LambdaContext:
     """
 
     __slots__ = (
+        "__dict__",  # made only if something sets an attribute that has a default below
         "_deadline",
         "_deferred",
         "_done",
         "_log",
         "_request_id",
         "_tasks",
-        "client_context",
         "cold_start",
         "execution",
-        "identity",
-        "tenant_id",
     )
 
     function_version = "$LATEST"
+    identity: Any = None
+    client_context: Any = None
+    tenant_id: str | None = None
 
     def __init__(self, execution: ExecutionContext, request_id: str | None, deadline: float, cold_start: bool) -> None:
         self.execution = execution
         self._request_id = request_id  # None: made on first use (a wrapped app may never ask)
         self.cold_start = cold_start
-        self.identity: Any = None
-        self.client_context: Any = None
-        self.tenant_id: str | None = None
         self._deadline = deadline
         self._deferred: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
         self._tasks: set[asyncio.Task[Any]] | None = None

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 MAX_SYNC_PAYLOAD: Final = 6 * 1024 * 1024
 _JSON: Final = (b"content-type", b"application/json")
+_PROTOCOLS: Final = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2"}
 
 
 class _TooLarge(Exception):
@@ -107,7 +108,7 @@ async def serve_http(function: Function[Any], scope: Scope, receive: Receive, se
         headers=scope["headers"],
         body=body,
         source_ip=client[0] if (client := scope.get("client")) else "127.0.0.1",
-        protocol=f"HTTP/{scope.get('http_version', '1.1')}",
+        protocol=_PROTOCOLS.get(scope.get("http_version", "1.1")) or f"HTTP/{scope['http_version']}",
         request_id=request_id,
         function_name=function.config.name,
     )
