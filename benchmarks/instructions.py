@@ -99,10 +99,13 @@ VARIANTS = [
 WARM = 300
 
 
-def collected(argv: list[str]) -> int:
-    """Run `argv` under callgrind; the total instruction count it reports."""
+def collected(argv: list[str], cwd: Path) -> int:
+    """Run `argv` under callgrind in `cwd` (not the repository: `python -c` puts its working
+    directory first on sys.path, and a checkout there would shadow PYTHONPATH); the total
+    instruction count it reports."""
     done = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+        cwd=cwd,
         capture_output=True,
         text=True,
         check=True,
@@ -116,8 +119,8 @@ def collected(argv: list[str]) -> int:
 def in_process(folder: Path, requests: int) -> dict[str, float]:
     counts = {}
     for name, _label in VARIANTS:
-        base = collected([sys.executable, "-c", DRIVER, str(folder), name, str(WARM)])
-        more = collected([sys.executable, "-c", DRIVER, str(folder), name, str(WARM + requests)])
+        base = collected([sys.executable, "-c", DRIVER, str(folder), name, str(WARM)], folder)
+        more = collected([sys.executable, "-c", DRIVER, str(folder), name, str(WARM + requests)], folder)
         counts[name] = (more - base) / requests
     return counts
 
