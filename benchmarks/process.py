@@ -277,32 +277,34 @@ def profile_warm(module: ModuleType, rounds: int) -> None:
     print("## (a') where the warm time goes (re-enacting run_sync step by step; internals)")
     try:
         from lambdify.context import new_request_id
-        from lambdify.invocation import _Invocation, check_event
-        from lambdify.isolation.process import _answer, _done, invoke_message
+        from lambdify.invocation import _Invocation
+        from lambdify.isolation.process import _answer, _done, event_json, invoke_message
     except ImportError as exc:
         print(f"skipped: {exc}\n")
         return
     fn, raw_fn = module.proc_echo, module.proc_raw
     echo = EchoChild()
     pc = time.perf_counter
-    steps = ["check event, request id", "pool.acquire", "_Invocation + thaw", "send invoke", "wait for answer"]
+    steps = ["encode event, request id", "pool.take", "_Invocation + thaw", "send invoke", "wait for answer"]
     steps += ["wait for done", "finish (limits, REPORT, release)", "total"]
     segments: dict[str, list[float]] = {step: [] for step in steps}
 
     def invoke_in_steps() -> None:
         t0 = pc()
-        check_event(EVENT)
+        event_text = event_json(EVENT)
         request_id = new_request_id()
         t1 = pc()
         pool = fn._pool(None)
-        ctx, cold = pool.acquire()
+        ctx, cold = pool.take(), False
+        if ctx is None:
+            ctx, cold = pool.acquire()
         t2 = pc()
         invocation = _Invocation(fn, ctx, request_id, cold, None)
         invocation.peak_before = float("inf")
         invocation.marshal = False
         ctx.thaw()
         t3 = pc()
-        ctx.channel.send(invoke_message(EVENT, invocation.lc, cold))
+        ctx.channel.send_frame(invoke_message(event_text, invocation, cold))
         t4 = pc()
         answer = ctx.channel.recv(invocation.remaining())
         result, error = _answer(answer, request_id)

@@ -137,12 +137,14 @@ class Function(Generic[F]):
         Raises `FunctionError` (or a subclass) when the invocation fails, `TooManyRequests` when
         throttled.
         """
-        check_event(event)
+        if self.config.isolation != "process":  # (a child's event is checked as it is encoded, once)
+            check_event(event)
         return self._invoke(event, new_request_id(), None)
 
     async def ainvoke(self, event: Any) -> Any:
         """`invoke()` for async callers: runs on the caller's event loop."""
-        check_event(event)
+        if self.config.isolation != "process":
+            check_event(event)
         self._check_health()
         return await run_async(self, event, new_request_id())
 

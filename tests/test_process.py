@@ -169,6 +169,32 @@ def test_a_result_that_is_not_json_is_a_marshal_error_and_the_child_serves_on(lo
     assert (stats["cold_starts"], stats["errors"]) == (1, 1)  # the same child answered both
 
 
+ECHO_ID = """
+from lambdify import handler
+
+
+@handler(isolation="process")
+def echo(event, context):
+    return {"event": event, "request_id": context.aws_request_id}
+"""
+
+
+@pytest.mark.anyio
+async def test_the_event_is_checked_before_anything_starts_and_reaches_the_child_intact(load: Load) -> None:
+    fn = load(ECHO_ID).echo
+    for bad in ({"x": {1, 2}}, {"when": object()}):
+        with pytest.raises(TypeError, match="JSON-serialisable"):
+            fn.invoke(bad)
+        with pytest.raises(TypeError, match="JSON-serialisable"):
+            await fn.ainvoke(bad)
+    assert fn.stats()["invocations"] == 0 and fn.stats()["contexts_alive"] == 0  # nothing started
+    event = {"text": 'quotes " and \\ and \u00e9', "n": [1, 2.5, None, True]}
+    given = type("Context", (), {"aws_request_id": 'req "1"', "get_remaining_time_in_millis": lambda self: 2000})()
+    assert fn(event, given) == {"event": event, "request_id": 'req "1"'}
+    assert (await fn.ainvoke(event))["event"] == event
+    await fn.ashutdown()
+
+
 ONE_CPU = """
 import json, os, sys
 sys.path.insert(0, sys.argv[1])

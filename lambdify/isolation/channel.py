@@ -42,17 +42,25 @@ _encode_chunks: Any = (
 _scan: Any = json.decoder.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
-def encode(message: Any) -> bytes:
-    """A length-prefixed message. TypeError/ValueError if `message` is not JSON-serialisable."""
+def to_json(value: Any) -> str:
+    """Compact JSON text. TypeError/ValueError if `value` is not JSON-serialisable."""
     if _encode_chunks is None:  # pragma: no cover - pure-Python json
-        text = json.dumps(message, separators=(",", ":"))
-    else:
-        try:
-            text = "".join(_encode_chunks(message, 0))
-        except RecursionError:  # (no circular-reference markers: a cycle ends here)
-            raise ValueError("Circular reference detected") from None
+        return json.dumps(value, separators=(",", ":"))
+    try:
+        return "".join(_encode_chunks(value, 0))
+    except RecursionError:  # (no circular-reference markers: a cycle ends here)
+        raise ValueError("Circular reference detected") from None
+
+
+def frame(text: str) -> bytes:
+    """One message on the wire: the length, then the JSON text."""
     body = text.encode()
     return _HEADER.pack(len(body)) + body
+
+
+def encode(message: Any) -> bytes:
+    """A length-prefixed message. TypeError/ValueError if `message` is not JSON-serialisable."""
+    return frame(to_json(message))
 
 
 def decode(body: bytes) -> Any:
@@ -83,6 +91,9 @@ class Channel:
 
     def send(self, message: Any) -> None:
         self.sock.sendall(encode(message))
+
+    def send_frame(self, data: bytes) -> None:
+        self.sock.sendall(data)
 
     def recv(self, timeout: float | None = None) -> Any:
         """The next message; `TimeoutError` after `timeout` seconds, `ChannelClosed` at EOF.
@@ -151,11 +162,14 @@ class Channel:
     # -- asyncio -----------------------------------------------------------------------------
 
     async def asend(self, message: Any) -> None:
+        await self.asend_frame(encode(message))
+
+    async def asend_frame(self, data: bytes) -> None:
         import asyncio
 
         if self.sock.getblocking():
             self.sock.setblocking(False)
-        await asyncio.get_running_loop().sock_sendall(self.sock, encode(message))
+        await asyncio.get_running_loop().sock_sendall(self.sock, data)
 
     async def arecv(self) -> Any:
         """The next message (cancel it, e.g. with asyncio.timeout, to give up)."""

@@ -245,7 +245,7 @@ def _invoke(channel: Channel, ctx: Any, message: dict[str, Any]) -> None:
     done = {
         "op": "done",
         "log": "".join(log),
-        "max_memory_mb": peak_rss_mb(),
+        "max_memory_mb": peak_rss_mb() if message.get("report", True) else None,
         "oom": bool(reply.get("oom")),
         "tmp_mb": _scratch.usage(ctx._tmp),
     }

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..context import ExecutionContext
 from ..errors import FunctionError, InitError, MemoryLimitExceeded
 from ..logs import logger
-from .channel import Channel, ChannelClosed
+from .channel import Channel, ChannelClosed, frame, to_json
 
 if TYPE_CHECKING:
     import asyncio
@@ -342,10 +342,24 @@ class ProcessContext(ExecutionContext):
 # -- drivers --------------------------------------------------------------------------------
 
 
-def invoke_message(event: Any, lc: Any, cold: bool) -> dict[str, Any]:
-    """What a child is sent for one invocation."""
+def event_json(event: Any) -> str:
+    """The event as the child will get it; checking it is encoding it, once, before anything starts."""
+    try:
+        return to_json(event)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"the event must be JSON-serialisable: {exc}") from None
+
+
+def invoke_message(event: str, invocation: Any, cold: bool) -> bytes:
+    """What a child is sent for one invocation, around the event's JSON text. `report`: whether
+    REPORT lines will want the child's peak memory."""
+    lc = invocation.lc
     remaining = max(0.0, lc._deadline - time.monotonic())
-    return {"op": "invoke", "event": event, "request_id": lc.aws_request_id, "remaining": remaining, "cold": cold}
+    report = "true" if invocation.logging or lc._log is not None else "false"
+    return frame(
+        f'{{"op":"invoke","request_id":{to_json(lc.aws_request_id)},"remaining":{remaining!r},'
+        f'"cold":{"true" if cold else "false"},"report":{report},"event":{event}}}'
+    )
 
 
 def _answer(message: dict[str, Any], request_id: str) -> tuple[Any, BaseException | None]:
@@ -375,8 +389,11 @@ def _done(invocation: Any, message: dict[str, Any]) -> None:
 def run_sync(function: Function[Any], event: Any, request_id: str, deadline: float | None = None) -> Any:
     from ..invocation import _Invocation, _TimedOut
 
+    event_text = event_json(event)
     pool = function._pool(None)
-    ctx, cold = pool.acquire()
+    ctx, cold = pool.take(), False
+    if ctx is None:
+        ctx, cold = pool.acquire()
     assert isinstance(ctx, ProcessContext) and ctx.channel is not None
     invocation = _Invocation(function, ctx, request_id, cold, deadline)
     invocation.peak_before = float("inf")  # memory_mb is enforced in the child
@@ -385,7 +402,7 @@ def run_sync(function: Function[Any], event: Any, request_id: str, deadline: flo
     result: Any = None
     error: BaseException | None = None
     try:
-        ctx.channel.send(invoke_message(event, invocation.lc, cold))
+        ctx.channel.send_frame(invoke_message(event_text, invocation, cold))
         answer = ctx.channel.recv(invocation.remaining())
         result, error = _answer(answer, request_id)
         _done(invocation, answer.get("done") or ctx.channel.recv(invocation.remaining()))
@@ -412,8 +429,11 @@ async def run_async(
     from ..invocation import _answer as answer_caller
     from ..invocation import _Invocation, _TimedOut
 
+    event_text = event_json(event)
     pool = function._pool(asyncio.get_running_loop())
-    ctx, cold = await pool.aacquire()
+    ctx, cold = pool.take(), False
+    if ctx is None:
+        ctx, cold = await pool.aacquire()
     assert isinstance(ctx, ProcessContext) and ctx.channel is not None
     invocation = _Invocation(function, ctx, request_id, cold, deadline, log)
     invocation.peak_before = float("inf")
@@ -426,7 +446,7 @@ async def run_async(
     decided = False
     try:
         async with asyncio.timeout(invocation.remaining()):
-            await ctx.channel.asend(invoke_message(event, invocation.lc, cold))
+            await ctx.channel.asend_frame(invoke_message(event_text, invocation, cold))
             answer = await ctx.channel.arecv()
             result, error = _answer(answer, request_id)
             if "done" in answer:
