@@ -247,6 +247,19 @@ class _Invocation:
             request_restart(f"resident memory {rss:.0f} MB stays above the {memory_mb} MB ceiling")
 
 
+_process_driver: Any = None
+
+
+def _process() -> Any:
+    """The process-isolation driver, imported on first use (thread isolation never loads it)."""
+    global _process_driver
+    if _process_driver is None:
+        from .isolation import process
+
+        _process_driver = process
+    return _process_driver
+
+
 # -- sync driver ----------------------------------------------------------------------------
 
 
@@ -281,9 +294,7 @@ def _run_here(
 
 def run_sync(function: Function[Any], event: Any, request_id: str, deadline: float | None = None) -> Any:
     if function.config.isolation == "process":
-        from .isolation import process
-
-        return process.run_sync(function, event, request_id, deadline)
+        return _process().run_sync(function, event, request_id, deadline)
     pool = function._pool(None)
     ctx, cold = pool.acquire()
     invocation = _Invocation(function, ctx, request_id, cold, deadline)
@@ -382,9 +393,7 @@ async def run_async(
     import asyncio
 
     if function.config.isolation == "process":
-        from .isolation import process
-
-        return await process.run_async(
+        return await _process().run_async(
             function, event, request_id, deadline, on_ready=on_ready, log=log, on_start=on_start
         )
     loop = asyncio.get_running_loop()

@@ -27,6 +27,12 @@ class ChannelClosed(EOFError):
     """The other end went away (a child that exited or was killed)."""
 
 
+def _data(chunk: bytes) -> bytes:
+    if not chunk:
+        raise ChannelClosed("connection closed")
+    return chunk
+
+
 def _reject(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
@@ -102,11 +108,16 @@ class Channel:
         socket (a socket timeout would cost a mode switch and a poll on every read).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        buffer = self._buffer
         while True:
-            message = self._take()
-            if message is not _INCOMPLETE:
-                return message
-            self._fill(deadline)
+            if buffer:
+                message = self._take()
+                if message is not _INCOMPLETE:
+                    return message
+            chunk = self._read(deadline)
+            if not buffer and len(chunk) >= _HEADER.size and len(chunk) == _HEADER.size + _HEADER.unpack_from(chunk)[0]:
+                return decode(chunk[_HEADER.size :])  # the usual case: one read, one whole message
+            buffer += chunk
 
     def _take(self) -> Any:
         buffer = self._buffer
@@ -120,7 +131,7 @@ class Channel:
         del buffer[:end]
         return decode(body)
 
-    def _fill(self, deadline: float | None) -> None:
+    def _read(self, deadline: float | None) -> bytes:
         # An answer usually comes within tens of microseconds: polling for it briefly saves the
         # wake-up of a blocked process, which costs about as much as the round trip itself.
         # (Only a reader with a deadline spins: the parent awaiting an answer. A child awaiting
@@ -136,8 +147,7 @@ class Channel:
                     break
                 except OSError as exc:
                     raise ChannelClosed(str(exc)) from exc
-                self._append(chunk)
-                return
+                return _data(chunk)
         if deadline is not None:
             if self._poll is None:
                 import select
@@ -149,15 +159,9 @@ class Channel:
             if left <= 0 or not self._poll.poll(max(1, int(left * 1000))):
                 raise TimeoutError
         try:
-            chunk = self.sock.recv(1 << 16)
+            return _data(self.sock.recv(1 << 16))
         except OSError as exc:
             raise ChannelClosed(str(exc)) from exc
-        self._append(chunk)
-
-    def _append(self, chunk: bytes) -> None:
-        if not chunk:
-            raise ChannelClosed("connection closed")
-        self._buffer += chunk
 
     # -- asyncio -----------------------------------------------------------------------------
 

@@ -242,13 +242,17 @@ def _invoke(channel: Channel, ctx: Any, message: dict[str, Any]) -> None:
     finally:
         _current.reset(token)
         sys.stdout, sys.stderr = stdout, stderr
-    done = {
-        "op": "done",
-        "log": "".join(log),
-        "max_memory_mb": peak_rss_mb() if message.get("report", True) else None,
-        "oom": bool(reply.get("oom")),
-        "tmp_mb": _scratch.usage(ctx._tmp),
-    }
+    # Only what the parent needs to hear: the common case is a short message.
+    done: dict[str, Any] = {"op": "done"}
+    if log:
+        done["log"] = "".join(log)
+    if message.get("report", True):
+        done["max_memory_mb"] = peak_rss_mb()
+    if reply.get("oom"):
+        done["oom"] = True
+    used = _scratch.usage(ctx._tmp)
+    if used:
+        done["tmp_mb"] = used
     if pending:
         channel.send(done)
     else:

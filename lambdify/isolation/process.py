@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..context import ExecutionContext
 from ..errors import FunctionError, InitError, MemoryLimitExceeded
+from ..invocation import Reported, _Invocation, _TimedOut
+from ..invocation import _answer as answer_caller
 from ..logs import logger
 from .channel import Channel, ChannelClosed, frame, to_json
 
@@ -350,6 +352,11 @@ def event_json(event: Any) -> str:
         raise TypeError(f"the event must be JSON-serialisable: {exc}") from None
 
 
+def _json_string(text: str) -> str:
+    # lambdify's own ids (uuid4 text) need no escaping; an id given by a caller may.
+    return f'"{text}"' if len(text) == 36 and text.replace("-", "").isalnum() else to_json(text)
+
+
 def invoke_message(event: str, invocation: Any, cold: bool) -> bytes:
     """What a child is sent for one invocation, around the event's JSON text. `report`: whether
     REPORT lines will want the child's peak memory."""
@@ -357,14 +364,12 @@ def invoke_message(event: str, invocation: Any, cold: bool) -> bytes:
     remaining = max(0.0, lc._deadline - time.monotonic())
     report = "true" if invocation.logging or lc._log is not None else "false"
     return frame(
-        f'{{"op":"invoke","request_id":{to_json(lc.aws_request_id)},"remaining":{remaining!r},'
+        f'{{"op":"invoke","request_id":{_json_string(lc.aws_request_id)},"remaining":{remaining!r},'
         f'"cold":{"true" if cold else "false"},"report":{report},"event":{event}}}'
     )
 
 
 def _answer(message: dict[str, Any], request_id: str) -> tuple[Any, BaseException | None]:
-    from ..invocation import Reported
-
     error = message.get("error")
     if error is None:
         return message.get("result"), None
@@ -387,8 +392,6 @@ def _done(invocation: Any, message: dict[str, Any]) -> None:
 
 
 def run_sync(function: Function[Any], event: Any, request_id: str, deadline: float | None = None) -> Any:
-    from ..invocation import _Invocation, _TimedOut
-
     event_text = event_json(event)
     pool = function._pool(None)
     ctx, cold = pool.take(), False
@@ -425,9 +428,6 @@ async def run_async(
     on_start: Any = None,
 ) -> Any:
     import asyncio
-
-    from ..invocation import _answer as answer_caller
-    from ..invocation import _Invocation, _TimedOut
 
     event_text = event_json(event)
     pool = function._pool(asyncio.get_running_loop())
@@ -470,8 +470,6 @@ async def run_async(
 
 
 def _exit(ctx: ProcessContext, request_id: str) -> BaseException:
-    from ..invocation import Reported
-
     return Reported(ctx.exit_error(request_id))
 
 
