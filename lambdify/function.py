@@ -43,7 +43,6 @@ _COUNTERS = (
     "abandoned_threads",
     "init_errors",
 )
-INVOCATION_COUNTERS = ("cold_starts", "warm_starts", "errors", "timeouts", "oom")
 _functions: weakref.WeakSet[Function[Any]] = weakref.WeakSet()
 
 
@@ -88,8 +87,9 @@ class Function(Generic[F]):
         self._stats["init_ms_last"] = None
         self._resource_stats: dict[str, dict[str, int]] = {}
         # Each pool counts its invocations under its own lock (the one it takes to release a
-        # context anyway); stats() adds them up. A pool's counts outlive it: late releases count.
-        self._pool_counts: list[dict[str, int]] = []
+        # context anyway); stats() adds them up. A closed pool is folded into `_stats` once it
+        # holds no context (no release can come after that), so pools of closed loops do not pile up.
+        self._counting: list[Pool] = []
         self._abandoned_alive = 0
         self._unhealthy: str | None = None
         self._asgi: ASGIApp | None = None
@@ -287,8 +287,8 @@ class Function(Generic[F]):
         """Counters since the function was created (per worker process)."""
         with self._stats_lock:
             stats = dict(self._stats)
-            for counts in self._pool_counts:
-                for key, n in counts.items():
+            for pool in self._counting:
+                for key, n in pool.counts.items():
                     stats[key] += n
         stats["invocations"] = stats["cold_starts"] + stats["warm_starts"]
         stats["contexts_alive"] = sum(pool.alive for pool in list(self._pools.values()))
@@ -307,11 +307,18 @@ class Function(Generic[F]):
             if failure is not None:
                 self._stats[failure_counter(failure, status)] += 1
 
-    def _counts_for_pool(self) -> dict[str, int]:
-        counts = dict.fromkeys(INVOCATION_COUNTERS, 0)
+    def _count_pool(self, pool: Pool) -> None:
+        """Register a new pool's counters (and fold those of finished pools into the totals)."""
         with self._stats_lock:
-            self._pool_counts.append(counts)
-        return counts
+            counting = []
+            for old in self._counting:
+                if old.finished():
+                    for key, n in old.counts.items():
+                        self._stats[key] += n
+                else:
+                    counting.append(old)
+            counting.append(pool)
+            self._counting = counting
 
     def _cold_start(self, init_ms: float) -> None:
         with self._stats_lock:

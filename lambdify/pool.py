@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from .function import Function
 
 
+INVOCATION_COUNTERS = ("cold_starts", "warm_starts", "errors", "timeouts", "oom")
+
+
 class _Waiter:
     __slots__ = ("context", "create", "future", "lock")
 
@@ -68,7 +71,8 @@ class Pool:
         self._waiters: deque[_Waiter] = deque()
         self._closing: list[Any] = []
         self.closed = False
-        self.counts = function._counts_for_pool()  # invocations ended here, by kind (under the lock)
+        self.counts = dict.fromkeys(INVOCATION_COUNTERS, 0)  # invocations ended here (under the lock)
+        function._count_pool(self)
         self.watch = DeadlineWatch(loop)  # the deadlines of this loop's invocations
         self.current_task = current_task_getter() if loop is not None else _no_task
         _janitor.watch(self)
@@ -413,6 +417,11 @@ class Pool:
         busy = [f"{ctx!r} (busy)" for ctx in self._contexts.values()]
         closing = [repr(item) for item in self._closing if not _finished(item)]
         return busy + closing
+
+    def finished(self) -> bool:
+        """Closed, and no context left to release: its counters will not change again."""
+        with self._lock:
+            return self.closed and not self._contexts
 
     def settled(self) -> bool:
         self._closing = [item for item in self._closing if not _finished(item)]

@@ -589,3 +589,17 @@ async def test_a_shared_context_that_went_idle_is_reused_warm_and_retired_at_shu
     assert [r["cold_start"] for r in first].count(True) == 1 and later["cold_start"] is False
     assert closed == [later["ctx"]]
     assert fn.stats()["contexts_alive"] == 0
+
+
+def test_pools_of_closed_loops_do_not_pile_up() -> None:
+    # asyncio.run(fn.ainvoke(...)) from sync code makes a new loop, and so a new pool, each time.
+    @handler(name="each_loop")
+    async def each_loop(event: Any, context: LambdaContext) -> Any:
+        return event["n"]
+
+    assert [asyncio.run(each_loop.ainvoke({"n": n})) for n in range(40)] == list(range(40))
+    stats = each_loop.stats()
+    each_loop.shutdown()
+    assert (stats["invocations"], stats["cold_starts"]) == (40, 40)  # one context per loop
+    assert len(each_loop._counting) <= 2  # the pools of closed loops were folded into the totals
+    assert each_loop.stats()["invocations"] == 40
