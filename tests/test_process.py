@@ -195,6 +195,38 @@ async def test_the_event_is_checked_before_anything_starts_and_reaches_the_child
     await fn.ashutdown()
 
 
+SCRATCH = """
+import os
+import tempfile
+from lambdify import handler
+
+
+@handler(isolation="process", tmp_mb=1)
+def fill(event, context):
+    if event.get("fill") == "tmp":
+        (context.tmp / "big.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+    elif event.get("fill") == "tempfile":  # tempfile writes there too, in a child
+        with tempfile.NamedTemporaryFile(delete=False) as file:
+            file.write(os.urandom(2 * 1024 * 1024))
+    elif event.get("fill") == "small":
+        (context.tmp / "small.txt").write_text("x")
+    return {"pid": os.getpid(), "cold": context.cold_start}
+"""
+
+
+@pytest.mark.parametrize("how", ["tmp", "tempfile"])
+def test_a_child_over_its_scratch_quota_is_replaced(load: Load, how: str) -> None:
+    fn = load(SCRATCH).fill
+    first = fn.invoke({"fill": "small"})  # under the quota: the child serves on
+    assert fn.invoke({}) == {"pid": first["pid"], "cold": False}
+    over = fn.invoke({"fill": how})  # the result stands; the child is retired after it
+    assert over == {"pid": first["pid"], "cold": False}
+    after = fn.invoke({})
+    fn.shutdown()
+    assert after["cold"] is True and after["pid"] != first["pid"]
+    assert fn.stats()["contexts_retired"] >= 1
+
+
 ONE_CPU = """
 import json, os, sys
 sys.path.insert(0, sys.argv[1])

@@ -269,9 +269,12 @@ class _Scratch:
     def __init__(self) -> None:
         self.mtime = -1
         self.used = 0.0
+        self.fd = -1  # the directory, kept open: fstat needs no path lookup
 
     def usage(self, path: Any) -> float:
-        mtime = os.stat(path).st_mtime_ns
+        if self.fd < 0:
+            self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        mtime = os.fstat(self.fd).st_mtime_ns
         if self.used or mtime != self.mtime:
             self.used, self.mtime = scratch_usage_mb(path), mtime
         return self.used
