@@ -268,7 +268,7 @@ def test_timeout_kills_the_child_and_the_next_invocation_gets_a_new_one(load: Lo
     after = fn.invoke({})
     fn.shutdown()
 
-    assert elapsed < 2.0, f"the caller waited {elapsed:.2f} s for a 1 s timeout"
+    assert 1.0 <= elapsed < 2.0, f"the caller was answered after {elapsed:.4f} s for a 1 s timeout"
     assert caught.value.error_type == "Sandbox.Timedout"
     assert caught.value.error_message == "Task timed out after 1.00 seconds"
     assert after["pid"] != first and after["cold"] is True

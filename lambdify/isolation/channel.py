@@ -7,6 +7,7 @@ uses blocking reads with a timeout; the async side uses the running loop's socke
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import struct
@@ -155,9 +156,12 @@ class Channel:
                 self.sock.setblocking(True)
                 self._poll = select.poll()
                 self._poll.register(self.sock, select.POLLIN)
-            left = deadline - time.monotonic()
-            if left <= 0 or not self._poll.poll(max(1, int(left * 1000))):
-                raise TimeoutError
+            while True:  # (poll counts whole milliseconds: never give up before the deadline)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                if self._poll.poll(math.ceil(left * 1000)):
+                    break
         try:
             return _data(self.sock.recv(1 << 16))
         except OSError as exc:
