@@ -33,14 +33,11 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
         return
     new_task = asyncio.Task
 
-    def factory(loop: asyncio.AbstractEventLoop, coro: Any, context: Any = None) -> asyncio.Task[Any]:
-        # (asyncio passes `context` only when it is given: no **kwargs dict for every task)
-        if previous is None:
-            task = new_task(coro, loop=loop, context=context)
-        elif context is None:
-            task = previous(loop, coro)  # type: ignore[assignment]
-        else:
-            task = previous(loop, coro, context=context)  # type: ignore[assignment,call-arg]
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        # (**kwargs: newer Pythons pass create_task's keyword arguments, `name` among them, through)
+        task: asyncio.Task[Any] = (
+            new_task(coro, loop=loop, **kwargs) if previous is None else previous(loop, coro, **kwargs)  # type: ignore[assignment]
+        )
         lc = _current.get(None)
         if lc is not None and not lc._done:
             if lc._tasks is None:
