@@ -30,6 +30,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 from urllib.parse import unquote, unquote_plus
 
@@ -182,33 +183,34 @@ def _encode_body(body: bytes, content_type: str | None, alb: bool = False) -> tu
 
 def _query(qs: str, decode: bool) -> tuple[dict[str, str], dict[str, list[str]]]:
     """(last value of each key, all values of each key). API Gateway decodes `+` and `%XX`; ALB nothing."""
-    last: dict[str, str] = {}
-    every: dict[str, list[str]] = {}
+    return _last_and_every(_query_pairs(qs, decode))
+
+
+def _query_pairs(qs: str, decode: bool) -> Iterator[tuple[str, str]]:
     for piece in qs.split("&"):
         if not piece:
             continue
         key, _, value = piece.partition("=")
         if decode and ("%" in piece or "+" in piece):
             key, value = unquote_plus(key), unquote_plus(value)
+        yield key, value
+
+
+def _headers(raw: _Raw) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """(last value of each header, all values of each header)."""
+    return _last_and_every((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw)
+
+
+def _last_and_every(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """(the last value of each key, all values of each key, in order)."""
+    last: dict[str, str] = {}
+    every: dict[str, list[str]] = {}
+    for key, value in pairs:
         last[key] = value
         if key in every:
             every[key].append(value)
         else:
             every[key] = [value]
-    return last, every
-
-
-def _headers(raw: _Raw) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """(last value of each header, all values of each header)."""
-    last: dict[str, str] = {}
-    every: dict[str, list[str]] = {}
-    for raw_name, raw_value in raw:
-        name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
-        last[name] = value
-        if name in every:
-            every[name].append(value)
-        else:
-            every[name] = [value]
     return last, every
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import logs
+from . import _json, logs
 from .background import cancel_stray_tasks, flush, flush_here
 from .context import LambdaContext, _current
 from .errors import (
@@ -51,33 +51,12 @@ class Reported(Exception):
         self.failure = failure
 
 
-def _reject(obj: Any) -> Any:
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
-
-
-_encode: Any = None
-
-
-def _encoder() -> Any:
-    """json.dumps builds a new C encoder on every call; one kept encoder checks a small event in
-    a fraction of the time. (No circular-reference markers: a cycle ends in RecursionError.)"""
-    global _encode
-    import json
-
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - pure-Python json
-        _encode = lambda obj, _level: json.dumps(obj)  # noqa: E731
-    else:
-        _encode = make(None, _reject, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
-    return _encode
-
-
 def ensure_json(obj: Any) -> None:
     """Raise TypeError/ValueError unless `obj` is JSON-serialisable (as Lambda would marshal it)."""
     if obj is None or type(obj) in (str, int, bool):
         return
     try:
-        (_encode or _encoder())(obj, 0)
+        (_json.encode_chunks or _json.build())(obj, 0)  # the pieces are checked, never joined
     except RecursionError:
         raise ValueError("Circular reference detected") from None
 

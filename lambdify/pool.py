@@ -146,13 +146,7 @@ class Pool:
         lock = self._lock
         lock.acquire()  # (not `with`: on the hot path its method lookups cost as much as the lock)
         try:
-            if self.closed:
-                return None
-            if self._partial and self.config.concurrency is None:  # a shared context: no bookkeeping
-                ctx = next(reversed(self._partial.values()))
-                ctx.active += 1
-                return ctx
-            return self._take()
+            return None if self.closed else self._take()
         finally:
             lock.release()
 

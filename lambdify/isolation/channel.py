@@ -14,6 +14,8 @@ import struct
 import time
 from typing import Any, Final
 
+from .._json import to_json
+
 _HEADER: Final = struct.Struct(">I")
 _INCOMPLETE: Final = object()
 SPIN = 0  # seconds a reader polls for a message before it blocks
@@ -34,29 +36,9 @@ def _data(chunk: bytes) -> bytes:
     return chunk
 
 
-def _reject(obj: Any) -> Any:
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
-
-
-# json.dumps and json.loads build an encoder (and look up their defaults) on every call; kept
-# ones encode and decode a small message in half the time.
-_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-_encode_chunks: Any = (
-    None
-    if _c_make_encoder is None
-    else _c_make_encoder(None, _reject, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
-)
+# json.loads builds a decoder call (and looks up its defaults) on every call; a kept scanner
+# decodes a small message in half the time. (Encoding: the package's kept encoder, `to_json`.)
 _scan: Any = json.decoder.JSONDecoder().scan_once  # type: ignore[attr-defined]
-
-
-def to_json(value: Any) -> str:
-    """Compact JSON text. TypeError/ValueError if `value` is not JSON-serialisable."""
-    if _encode_chunks is None:  # pragma: no cover - pure-Python json
-        return json.dumps(value, separators=(",", ":"))
-    try:
-        return "".join(_encode_chunks(value, 0))
-    except RecursionError:  # (no circular-reference markers: a cycle ends here)
-        raise ValueError("Circular reference detected") from None
 
 
 def frame(text: str) -> bytes:

@@ -22,12 +22,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from .._json import to_json
 from ..context import ExecutionContext
 from ..errors import FunctionError, InitError, MemoryLimitExceeded
 from ..invocation import Reported, _Invocation, _TimedOut
 from ..invocation import _answer as answer_caller
 from ..logs import logger
-from .channel import Channel, ChannelClosed, frame, to_json
+from .channel import Channel, ChannelClosed, frame
 
 if TYPE_CHECKING:
     import asyncio
