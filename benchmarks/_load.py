@@ -75,6 +75,14 @@ class Server:
         return f"http://{HOST}:{self.port}{self.variant.path}"
 
 
+def uvicorn(target: str, extra: list[str]) -> list[str]:
+    """A one-worker uvicorn serving `target` quietly on 127.0.0.1 (`{port}` filled in by `start`)."""
+    return [
+        PYTHON, "-m", "uvicorn", target, "--host", HOST, "--port", "{port}",
+        "--log-level", "warning", "--no-access-log", *extra,
+    ]  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))

@@ -301,33 +301,26 @@ async def pieces(rounds: int, n: int) -> list[tuple[str, float]]:
             await send_wrapper(message)
         return time.perf_counter() - start
 
-    async def whole(k: int) -> float:
-        scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    def requests_to(target: Any) -> Callable[[int], Awaitable[float]]:
+        """`k` minimal GET requests to the ASGI app `target`, timed."""
 
-        async def receive() -> Any:
-            return {"type": "http.request"}
+        async def timed(k: int) -> float:
+            scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
 
-        async def send(message: Any) -> None:
-            return None
+            async def receive() -> Any:
+                return {"type": "http.request"}
 
-        start = time.perf_counter()
-        for _ in range(k):
-            await middleware(dict(scope), receive, send)
-        return time.perf_counter() - start
+            async def send(message: Any) -> None:
+                return None
 
-    async def bare_call(k: int) -> float:
-        scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+            start = time.perf_counter()
+            for _ in range(k):
+                await target(dict(scope), receive, send)
+            return time.perf_counter() - start
 
-        async def receive() -> Any:
-            return {"type": "http.request"}
+        return timed
 
-        async def send(message: Any) -> None:
-            return None
-
-        start = time.perf_counter()
-        for _ in range(k):
-            await app(dict(scope), receive, send)
-        return time.perf_counter() - start
+    whole, bare_call = requests_to(middleware), requests_to(app)
 
     steps: list[tuple[str, Callable[[int], Awaitable[float]]]] = [
         ("whole: ASGIMiddleware(app) around a no-op app", whole),

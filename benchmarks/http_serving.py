@@ -43,6 +43,7 @@ from _load import (
     rps_target,
     running,
     server_env,
+    uvicorn,
 )
 
 TARGET = 0.85
@@ -112,13 +113,6 @@ POST_LUA = f"""wrk.method = "POST"
 wrk.body = '{PAYLOAD.decode()}'
 wrk.headers["Content-Type"] = "application/json"
 """
-
-
-def uvicorn(target: str, extra: list[str]) -> list[str]:
-    return [
-        PYTHON, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", "{port}",
-        "--log-level", "warning", "--no-access-log", *extra,
-    ]  # fmt: skip
 
 
 def variants(extra: list[str], control: bool) -> list[Variant]:

@@ -50,6 +50,7 @@ from _load import (
     rps_target,
     running,
     server_env,
+    uvicorn,
 )
 
 RPS_TARGET = 0.9
@@ -120,13 +121,6 @@ from lambdify import WSGIMiddleware
 app.wsgi_app = WSGIMiddleware(app.wsgi_app)
 """,
 }
-
-
-def uvicorn(target: str, extra: list[str]) -> list[str]:
-    return [
-        PYTHON, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", "{port}",
-        "--log-level", "warning", "--no-access-log", *extra,
-    ]  # fmt: skip
 
 
 def gunicorn(target: str, worker: list[str]) -> list[str]:

@@ -51,6 +51,7 @@ from _load import (
     server_env,
     start,
     stop,
+    uvicorn,
     wrk_argv,
 )
 from _timing import print_header
@@ -74,7 +75,7 @@ def server_argv(label: str, target: str) -> list[str]:
     if target.startswith("bench_flask"):
         worker = middleware.GTHREAD if "gthread" in label else middleware.SYNC
         return middleware.gunicorn(target, worker)
-    return http_serving.uvicorn(target, [])
+    return uvicorn(target, [])
 
 
 def pair_once(cwd: Path, env: dict[str, str], label: str, targets: tuple[str, str], duration: float) -> float:
