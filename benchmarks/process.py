@@ -6,8 +6,10 @@
     `isolation="process"` vs the same with `isolation="thread"`, and vs a bare round trip of the
     same JSON over a socketpair to a child process that echoes length-prefixed JSON (the
     floor for any parent/child design).        TARGET: process warm <= 1.5x bare socketpair
-    Also shown: a warm invocation of a child that was idle long enough to be frozen (SIGCONT on
-    the way in).
+    Also shown: the bare round trip with its parent polling for the answer as lambdify's does
+    (up to `SPIN` before it blocks), which is most of what lambdify gains over the bare one
+    across two CPUs; and a warm invocation of a child that was idle long enough to be frozen
+    (SIGCONT on the way in).
 (b) cold start: a new context to its first result (`fn.shutdown()` then `fn.invoke`), minus
     user init (the handler module's own import time, measured inside the child), vs
     `subprocess.run([python, "-c", "import lambdify"])`.          TARGET: cold <= 0.5x spawn
@@ -44,6 +46,7 @@ from typing import Any
 from _timing import Sample, print_header, print_ratio, print_table
 
 from lambdify import FunctionError, InvocationTimeout
+from lambdify.isolation.channel import SPIN
 
 WARM_TARGET = 1.5
 COLD_TARGET = 0.5
@@ -157,6 +160,24 @@ class EchoChild:
         self.sock.sendall(_HEADER.pack(len(body)) + body)
         return json.loads(self._read(_HEADER.unpack(self._read(4))[0]))
 
+    def round_trip_polling(self, message: Any) -> Any:
+        """The same, with the parent polling for the answer for up to SPIN before it blocks, as
+        lambdify's parent does while answers come that quickly."""
+        body = json.dumps(message, separators=(",", ":")).encode()
+        self.sock.sendall(_HEADER.pack(len(body)) + body)
+        until = time.perf_counter() + SPIN
+        while True:
+            try:
+                head = self.sock.recv(4, socket.MSG_DONTWAIT)
+                break
+            except BlockingIOError:
+                if time.perf_counter() >= until:
+                    head = self._read(4)
+                    break
+        if len(head) < 4:
+            head += self._read(4 - len(head))
+        return json.loads(self._read(_HEADER.unpack(head)[0]))
+
     def close(self) -> None:
         self.sock.close()
         self.proc.wait(5)
@@ -215,13 +236,14 @@ def bench_warm(module: ModuleType, rounds: int, seconds: float) -> None:
     proc_fn, thread_fn = module.proc_echo, module.thread_echo
     echo = EchoChild()
     try:
-        for call in (proc_fn.invoke, thread_fn.invoke, echo.round_trip):
+        for call in (proc_fn.invoke, thread_fn.invoke, echo.round_trip, echo.round_trip_polling):
             assert call(EVENT) == EVENT  # cold starts outside the measurement, and a sanity check
         samples = interleaved(
             [
                 ('fn.invoke(event)  [isolation="process"]', proc_fn.invoke),
                 ('fn.invoke(event)  [isolation="thread"]', thread_fn.invoke),
                 ("bare socketpair JSON round trip to a child", echo.round_trip),
+                (f"the same, parent polls {SPIN * 1e6:.0f} µs before blocking", echo.round_trip_polling),
             ],
             rounds,
             seconds,
@@ -247,9 +269,10 @@ def bench_warm(module: ModuleType, rounds: int, seconds: float) -> None:
         echo.close()
         proc_fn.shutdown()
         thread_fn.shutdown()
-    process, thread, bare, frozen, bare_gap = samples
+    process, thread, bare, bare_polling, frozen, bare_gap = samples
     print_table(samples)
     print_ratio("process warm / bare socketpair round trip", process, bare, WARM_TARGET)
+    print_ratio("process warm / bare round trip, parent polling", process, bare_polling)
     print_ratio("process warm / thread warm", process, thread)
     print_ratio("process, frozen before / bare, same gap", frozen, bare_gap)
     print(f"process warm overhead over the bare round trip: {process.median - bare.median:.1f} µs")

@@ -14,9 +14,11 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,6 +30,7 @@ import pytest
 from servers import boto3_lambda, serve
 
 from lambdify import Function, FunctionError, InitError, InvocationTimeout, MemoryLimitExceeded
+from lambdify.isolation.channel import SPIN, Channel, ChannelClosed, encode
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
 
@@ -227,6 +230,38 @@ def test_a_child_over_its_scratch_quota_is_replaced(load: Load, how: str) -> Non
     assert fn.stats()["contexts_retired"] >= 1
 
 
+def test_a_channel_read_outlasting_the_kernel_timer_still_ends_at_its_deadline() -> None:
+    # The parent waits for an answer in a blocking recv that the kernel ends (SO_RCVTIMEO) well
+    # short of the deadline, then polls for the rest: never early, and not much late.
+    left, right = socket.socketpair()
+    channel = Channel(left)
+    channel.expect_waits(0.3)
+    assert left.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16) != bytes(16)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        channel.recv(0.3)
+    elapsed = time.monotonic() - started
+    assert 0.3 <= elapsed < 0.6
+    right.sendall(encode({"op": "answer", "n": 1}))
+    assert channel.recv(0.3) == {"op": "answer", "n": 1}
+    right.close()
+    with pytest.raises(ChannelClosed):
+        channel.recv(0.3)  # EOF through the blocking read, not a timeout
+    left.close()
+
+
+def test_a_deadline_shorter_than_the_kernel_timer_is_kept() -> None:
+    left, right = socket.socketpair()
+    channel = Channel(left)
+    channel.expect_waits(30.0)  # the context's timeout; this caller's deadline is sooner
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        channel.recv(0.2)
+    assert 0.2 <= time.monotonic() - started < 0.5
+    left.close()
+    right.close()
+
+
 ONE_CPU = """
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
@@ -252,6 +287,23 @@ def test_on_a_single_cpu_the_parent_waits_for_answers_without_polling(tmp_path: 
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"polls": 0.0, "cold": [True, False, False]}
+
+
+def test_the_parent_polls_only_while_answers_come_quickly() -> None:
+    left, right = socket.socketpair()
+    channel = Channel(left)
+    channel._spin = SPIN  # as on a machine with more than one CPU
+    threading.Timer(0.05, right.sendall, (encode({"n": 1}),)).start()
+    assert channel.recv(5.0) == {"n": 1}
+    assert channel._spinning is False  # that answer would have missed the polling window
+    for _ in range(20):  # (bounded: a busy machine may stall one quick read past the window)
+        right.sendall(encode({"n": 2}))
+        assert channel.recv(5.0) == {"n": 2}
+        if channel._spinning:
+            break
+    assert channel._spinning is True
+    left.close()
+    right.close()
 
 
 # -- hard timeout -----------------------------------------------------------------------------

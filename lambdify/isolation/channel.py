@@ -18,16 +18,19 @@ from .._json import to_json
 
 _HEADER: Final = struct.Struct(">I")
 _INCOMPLETE: Final = object()
-SPIN = 0  # seconds a reader polls for a message before it blocks
+SPIN: Final = 100e-6  # seconds a parent polls for a quick answer before it sleeps
+# A kernel socket timeout (SO_RCVTIMEO) counts whole clock ticks, 1-10 ms, and may end a tick or
+# two late: a wait ended by one must be set this much short of its deadline.
+_KERNEL_TIMER_SLACK = 0.05
+
+
+class ChannelClosed(EOFError):
+    """The other end went away (a child that exited or was killed)."""
 
 
 def _usable_cpus() -> int:
     affinity = getattr(os, "sched_getaffinity", None)
     return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
-
-
-class ChannelClosed(EOFError):
-    """The other end went away (a child that exited or was killed)."""
 
 
 def _data(chunk: bytes) -> bytes:
@@ -69,9 +72,11 @@ class Channel:
         self.sock = sock
         self._buffer = bytearray()
         self._poll: Any = None
-        # Polling for an answer only pays while the other process runs on another CPU: on a
-        # single one it would keep the child that owes the answer from running at all.
+        self._timeo = 0.0  # the socket's SO_RCVTIMEO in seconds (0: none set)
+        # Polling only pays while the other process runs on another CPU: on a single one it
+        # would keep the process that owes the answer from running at all.
         self._spin = SPIN if _usable_cpus() > 1 else 0.0
+        self._spinning = True  # the last answer came within SPIN: poll for the next one
 
     def close(self) -> None:
         self.sock.close()
@@ -87,8 +92,8 @@ class Channel:
     def recv(self, timeout: float | None = None) -> Any:
         """The next message; `TimeoutError` after `timeout` seconds, `ChannelClosed` at EOF.
 
-        One `recv` usually brings a whole small message; the wait is a `poll` on a blocking
-        socket (a socket timeout would cost a mode switch and a poll on every read).
+        One `recv` usually brings a whole small message. The socket stays blocking (Python's
+        socket timeouts would add a mode switch and a poll to every read); see `_read`.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         buffer = self._buffer
@@ -115,27 +120,47 @@ class Channel:
         return decode(body)
 
     def _read(self, deadline: float | None) -> bytes:
-        # An answer usually comes within tens of microseconds: polling for it briefly saves the
-        # wake-up of a blocked process, which costs about as much as the round trip itself.
-        # (Only a reader with a deadline spins: the parent awaiting an answer. A child awaiting
-        # its next invocation may wait for minutes, and would only take a CPU from its parent.)
-        if deadline is not None and self._spin:
-            spin_until = time.perf_counter() + self._spin
+        """The next bytes from the socket. Only a reader with a deadline (a parent awaiting an
+        answer) polls: a child awaiting its next invocation may wait for minutes."""
+        if deadline is None or not self._spin:
+            return self._wait(deadline)
+        # Waking a sleeping process on another CPU costs about as much as a short invocation
+        # (more in a VM, where an idle CPU halts). So a parent polls for SPIN before it sleeps,
+        # while answers keep coming that fast; one that would have missed the window turns it
+        # off until an answer comes within it again.
+        started = time.perf_counter()
+        if self._spinning:
+            until = started + self._spin
+            sock = self.sock
             while True:
                 try:
-                    chunk = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+                    return _data(sock.recv(1 << 16, socket.MSG_DONTWAIT))
                 except BlockingIOError:
-                    if time.perf_counter() < spin_until:
-                        continue
-                    break
+                    if time.perf_counter() >= until:
+                        break
                 except OSError as exc:
                     raise ChannelClosed(str(exc)) from exc
-                return _data(chunk)
+        chunk = self._wait(deadline)
+        self._spinning = time.perf_counter() - started < self._spin
+        return chunk
+
+    def _wait(self, deadline: float | None) -> bytes:
         if deadline is not None:
+            # A blocking read that the kernel ends after SO_RCVTIMEO (set once, well short of the
+            # deadline) is woken straight by the answer; waiting in poll() first costs a second
+            # wake-up path, about 13 µs a round trip across two CPUs. Past that timer (or with a
+            # deadline shorter than it), poll() waits out the rest to the millisecond.
+            left = deadline - time.monotonic()
+            if self._timeo and left >= self._timeo + _KERNEL_TIMER_SLACK:
+                try:
+                    return _data(self.sock.recv(1 << 16))
+                except BlockingIOError:
+                    pass  # the kernel's timer ran out
+                except OSError as exc:
+                    raise ChannelClosed(str(exc)) from exc
             if self._poll is None:
                 import select
 
-                self.sock.setblocking(True)
                 self._poll = select.poll()
                 self._poll.register(self.sock, select.POLLIN)
             while True:  # (poll counts whole milliseconds: never give up before the deadline)
@@ -149,6 +174,19 @@ class Channel:
         except OSError as exc:
             raise ChannelClosed(str(exc)) from exc
 
+    def expect_waits(self, timeout: float) -> None:
+        """Reads with a deadline will usually wait up to `timeout` seconds (an invocation's): give
+        the socket a kernel read timeout that ends such a wait short of its deadline."""
+        timeo = math.floor((timeout - 2 * _KERNEL_TIMER_SLACK) * 1000) / 1000
+        if timeo < _KERNEL_TIMER_SLACK:
+            return  # too short for the kernel's timer to help: every wait polls
+        seconds = int(timeo)
+        self.sock.setblocking(True)
+        self.sock.setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", seconds, round((timeo - seconds) * 1e6))
+        )
+        self._timeo = timeo
+
     # -- asyncio -----------------------------------------------------------------------------
 
     async def asend(self, message: Any) -> None:
@@ -159,6 +197,7 @@ class Channel:
 
         if self.sock.getblocking():
             self.sock.setblocking(False)
+            self._timeo = 0.0
         await asyncio.get_running_loop().sock_sendall(self.sock, data)
 
     async def arecv(self) -> Any:
@@ -168,6 +207,7 @@ class Channel:
         loop = asyncio.get_running_loop()
         if self.sock.getblocking():
             self.sock.setblocking(False)
+            self._timeo = 0.0
         while True:
             message = self._take()
             if message is not _INCOMPLETE:

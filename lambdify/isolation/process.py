@@ -234,6 +234,7 @@ class ProcessContext(ExecutionContext):
         finally:
             theirs.close()
         self.channel = Channel(ours)
+        self.channel.expect_waits(config.timeout)
         self.channel.send(
             {
                 "op": "init",
