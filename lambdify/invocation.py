@@ -389,8 +389,8 @@ async def run_async(
     decided = False
     task = pool.current_task(loop)
     assert task is not None
-    # One shared timer per loop rather than an asyncio.timeout per invocation (a fifth of the
-    # cost); at the deadline it cancels this task, as asyncio.timeout would.
+    # A dict entry on the loop's DeadlineWatch rather than an asyncio.timeout per invocation (a
+    # fifth of the cost); at the deadline it cancels this task, as asyncio.timeout would.
     expiry = _Expiry(task)
     watch = pool.watch
     watch.add(expiry, lc._deadline)

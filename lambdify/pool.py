@@ -401,6 +401,7 @@ class Pool:
                 del self._contexts[ctx.id]
             waiters, self._waiters = list(self._waiters), deque()
         _janitor.wake()  # it stops once no pool is open
+        self.watch.close()
         for waiter in waiters:
             waiter.wake()
         for ctx in idle:

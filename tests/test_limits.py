@@ -68,6 +68,33 @@ def test_async_handler_sleeping_times_out(functions: list[Function[Any]]) -> Non
 
 
 @pytest.mark.anyio
+async def test_a_short_deadline_fires_while_a_long_one_is_pending(functions: list[Function[Any]]) -> None:
+    # One watcher serves every deadline on the loop, sleeping until the earliest it knows of: a
+    # sooner one must wake it, and its expiry must still reach the loop at its own time.
+    @handler(timeout=30, name="long")
+    async def long(event: Any, context: LambdaContext) -> Any:
+        await asyncio.sleep(event["sleep"])
+        return "done"
+
+    @handler(timeout=0.5, name="short")
+    async def short(event: Any, context: LambdaContext) -> Any:
+        await asyncio.sleep(10)
+
+    functions.extend([long, short])
+    long_call = asyncio.ensure_future(long.ainvoke({"sleep": 2.5}))
+    await asyncio.sleep(0.1)  # the 30 s deadline is the watcher's next look
+    started = time.monotonic()
+    with pytest.raises(InvocationTimeout) as caught:
+        await short.ainvoke({})
+    elapsed = time.monotonic() - started
+    _assert_timed_out(caught.value, elapsed)
+    assert 0.5 <= elapsed < 2.0
+    assert await long_call == "done"  # an unrelated deadline is untouched
+    await long.ashutdown()
+    await short.ashutdown()
+
+
+@pytest.mark.anyio
 async def test_async_handler_times_out_through_ainvoke(functions: list[Function[Any]]) -> None:
     @handler(timeout=0.5)
     async def nap(event: Any, context: LambdaContext) -> Any:
