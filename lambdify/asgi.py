@@ -33,7 +33,6 @@ from .logs import logger
 
 if TYPE_CHECKING:
     from ._types import ASGIApp, Message, Receive, Scope, Send
-    from .pool import Pool
 
 __all__ = ["ASGIMiddleware", "lambda_context"]
 
@@ -107,7 +106,6 @@ class ASGIMiddleware:
     def __init__(self, app: ASGIApp, **options: Any) -> None:
         self.app = app
         self.function = middleware_function(app, {**MIDDLEWARE_DEFAULTS, "concurrency": None}, options)
-        self._pool: Pool | None = None  # the last loop's pool (a server runs one loop)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # (HTTP requests are served inline: one coroutine less each)
@@ -117,10 +115,7 @@ class ASGIMiddleware:
                 await self.app(scope, receive, send)
             return
         function = self.function
-        loop = asyncio.get_running_loop()
-        pool = self._pool
-        if pool is None or pool.loop is not loop or pool.closed:
-            pool = self._pool = function._pool(loop)
+        pool = function._loop_pool()
         ctx = pool.take()
         cold = False
         if ctx is None:
@@ -139,7 +134,7 @@ class ASGIMiddleware:
         ctx.invocations += 1
         lc = invocation.lc
         scope[SCOPE_KEY] = lc
-        task = pool.current_task(loop)
+        task = pool.current_task(pool.loop)  # type: ignore[arg-type]  # (a loop's pool)
         assert task is not None
         request = _Request(invocation, send, task)
         watch = pool.watch

@@ -82,6 +82,7 @@ class Function(Generic[F]):
         self._is_async = _is_async(func)
         self._pools: dict[asyncio.AbstractEventLoop | None, Pool] = {}
         self._pools_lock = threading.Lock()
+        self._here: Pool | None = None  # the pool last used from a running loop (see _loop_pool)
         self._stats_lock = threading.Lock()
         self._stats: dict[str, Any] = dict.fromkeys(_COUNTERS, 0)
         self._stats["init_ms_last"] = None
@@ -185,6 +186,20 @@ class Function(Generic[F]):
                 pool = self._pools.get(loop)
                 if pool is None or pool.closed:
                     pool = self._new_pool(loop)
+        return pool
+
+    def _loop_pool(self) -> Pool:
+        """The pool of the event loop running in this thread (call from a coroutine).
+
+        On Python 3.11 `asyncio.get_running_loop()` makes a `getpid` system call; while the last
+        loop used still runs in this thread (the usual case: a server runs one loop per worker),
+        it is the running one, which asyncio's own loops tell without a system call.
+        """
+        pool = self._here
+        if pool is None or pool.closed or getattr(pool.loop, "_thread_id", None) != threading.get_ident():
+            import asyncio
+
+            pool = self._here = self._pool(asyncio.get_running_loop())
         return pool
 
     @property
@@ -358,6 +373,9 @@ def _reset_after_fork() -> None:
     # The parent's contexts (threads, connections, scratch dirs) belong to the parent: forget
     # them without closing anything, and create new ones on demand.
     for function in list(_functions):
+        for pool in function._pools.values():
+            pool.closed = True  # the parent's: whoever kept one (a middleware) must not use it here
+        function._here = None
         function._pools = {}
         function._pools_lock = threading.Lock()
         function._stats_lock = threading.Lock()

@@ -375,8 +375,7 @@ async def run_async(
         return await _process().run_async(
             function, event, request_id, deadline, on_ready=on_ready, log=log, on_start=on_start
         )
-    loop = asyncio.get_running_loop()
-    pool = function._pool(loop)
+    pool = function._loop_pool()
     ctx, cold = pool.take(), False
     if ctx is None:
         ctx, cold = await pool.aacquire()
@@ -387,7 +386,7 @@ async def run_async(
     result: Any = None
     error: BaseException | None = None
     decided = False
-    task = pool.current_task(loop)
+    task = pool.current_task(pool.loop)  # type: ignore[arg-type]  # (a loop's pool)
     assert task is not None
     # A dict entry on the loop's DeadlineWatch rather than an asyncio.timeout per invocation (a
     # fifth of the cost); at the deadline it cancels this task, as asyncio.timeout would.

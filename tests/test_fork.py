@@ -191,3 +191,35 @@ def test_child_of_an_async_function_gets_its_own_objects(tmp_path: Path) -> None
     assert in_child["shutdown"] is True
     assert after == {**first, "cold": False}
     assert _closes(closes) == [(child_pid, child_pid), (parent_pid, parent_pid)]
+
+
+def test_a_child_forked_from_a_running_loop_gets_its_own_pool(tmp_path: Path) -> None:
+    # A fork from inside a coroutine (multiprocessing's "fork", a handler calling os.fork) copies
+    # the running loop's state; the child's next loop, in the same thread, must not be mistaken
+    # for it, and the child must never hand out the parent's contexts.
+    import asyncio
+
+    report = tmp_path / "child.jsonl"
+
+    def setup(ctx: ExecutionContext) -> None:
+        ctx.resources.add("thing", Tracked)
+
+    @handler(init=setup)
+    async def fn(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        thing = await context.resources.aget("thing")
+        return {"created_in": thing.pid, "cold": context.cold_start}
+
+    async def parent() -> tuple[dict[str, Any], int]:
+        first = await fn.ainvoke({})
+
+        def child(record: Callable[[str, Any], None]) -> None:
+            record("invoke", asyncio.run(fn.ainvoke({})))
+
+        return first, _run_in_child(child, report)
+
+    try:
+        first, child_pid = asyncio.run(parent())
+    finally:
+        fn.shutdown()
+    assert first == {"created_in": os.getpid(), "cold": True}
+    assert _read(report)["invoke"] == {"created_in": child_pid, "cold": True}

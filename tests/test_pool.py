@@ -603,3 +603,32 @@ def test_pools_of_closed_loops_do_not_pile_up() -> None:
     assert (stats["invocations"], stats["cold_starts"]) == (40, 40)  # one context per loop
     assert len(each_loop._counting) <= 2  # the pools of closed loops were folded into the totals
     assert each_loop.stats()["invocations"] == 40
+
+
+def test_loops_running_in_two_threads_each_get_their_own_pool() -> None:
+    # The pool of the loop last used is reused without asking asyncio for the running loop while
+    # that loop runs in the calling thread; two loops taking turns must never share contexts.
+    @handler(name="two_loops")
+    async def fn(event: Any, context: LambdaContext) -> Any:
+        await asyncio.sleep(0)
+        return context.execution.id
+
+    seen: dict[str, set[str]] = {"a": set(), "b": set()}
+    turn = threading.Barrier(2, timeout=10)
+
+    def run(name: str) -> None:
+        async def calls() -> None:
+            for _ in range(20):
+                turn.wait()  # (both loops alive and interleaving)
+                seen[name].add(await fn.ainvoke({}))
+
+        asyncio.run(calls())
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in seen]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    fn.shutdown()
+    assert len(seen["a"]) == 1 and len(seen["b"]) == 1
+    assert seen["a"].isdisjoint(seen["b"])
