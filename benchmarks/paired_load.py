@@ -17,6 +17,8 @@ Each round starts fresh servers for every pair: check, 1 s of load on both, then
 - A/A: bare Starlette route vs the same app                                  (the noise floor)
 - `fn.asgi`, async hello handler vs the bare route     TARGET >= 0.85x   (http_serving.py's apps)
 - `fn.asgi`, sync hello handler vs the bare route                         (reference)
+- the bare route sending an `x-amzn-RequestId` header too (as fn.asgi must), vs the bare route,
+  and `fn.asgi` against that route: the same response on both sides       (reference)
 - `ASGIMiddleware` vs the bare Starlette app           TARGET >= 0.9x    (middleware.py's apps)
 - no-op ASGI middleware / `BaseHTTPMiddleware` vs the bare app            (reference; ours must
   beat BaseHTTPMiddleware)
@@ -61,10 +63,22 @@ PAIRS_ASGI = [
     ("A/A: bare Starlette route vs itself", "bench_bare:app", "bench_bare:app", None),
     ("fn.asgi async hello / bare route", "bench_bare:app", "bench_fn_async:app", 0.85),
     ("fn.asgi sync hello / bare route", "bench_bare:app", "bench_fn_sync:app", None),
+    # fn.asgi must send x-amzn-RequestId on every response; the bare route sends one header less
+    ("bare route + an x-amzn-RequestId header / bare route", "bench_bare:app", "bench_bare_id:app", None),
+    ("fn.asgi async hello / bare route + x-amzn-RequestId", "bench_bare_id:app", "bench_fn_async:app", None),
     ("ASGIMiddleware / bare app", "bench_star_bare:app", "bench_star_lambdify:app", 0.9),
     ("no-op ASGI middleware / bare app", "bench_star_bare:app", "bench_star_noop:app", None),
     ("BaseHTTPMiddleware / bare app", "bench_star_bare:app", "bench_star_basehttp:app", None),
 ]
+# The bare route answering with the header fn.asgi must add (a fixed id: making one is our
+# cost, not the header's): what sending the same response costs the server and Starlette.
+FILES = {
+    "bench_bare_id.py": http_serving.FILES["bench_bare.py"].replace(
+        'return PlainTextResponse("hello")',
+        'return PlainTextResponse("hello", headers={"x-amzn-RequestId": "0b1f0f5e-1c1e-4c9e-9d6a-8a3c1e2f3a4b"})',
+        1,
+    ),
+}
 PAIRS_WSGI = [
     ("WSGIMiddleware / bare Flask, gunicorn sync", "bench_flask_bare:app", "bench_flask_lambdify:app", 0.9),
     ("WSGIMiddleware / bare Flask, gunicorn gthread x4", "bench_flask_bare:app", "bench_flask_lambdify:app", 0.9),
@@ -105,7 +119,7 @@ def pair_once(cwd: Path, env: dict[str, str], label: str, targets: tuple[str, st
 def run(pairs: Sequence[tuple[str, str, str, float | None]], rounds: int, duration: float) -> None:
     with tempfile.TemporaryDirectory(prefix="lambdify-paired-") as tmp:
         cwd = Path(tmp)
-        for name, text in {**http_serving.FILES, **middleware.FILES}.items():
+        for name, text in {**http_serving.FILES, **middleware.FILES, **FILES}.items():
             (cwd / name).write_text(text)
         env = server_env(str(lambdify_source().parent))
         ratios: dict[str, list[float]] = {label: [] for label, *_ in pairs}
