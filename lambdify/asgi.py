@@ -55,29 +55,30 @@ def middleware_function(app: Any, defaults: dict[str, Any], options: dict[str, A
     return Function(app, config)
 
 
-class _Request:
-    """One request through the middleware: its invocation, and how far its response got."""
+class _Request(_Invocation):
+    """One request through the middleware: its invocation, and how far its response got.
 
-    __slots__ = ("answer", "answered", "invocation", "send", "started", "task", "timed_out")
+    (Made as an `_Invocation` and given its HTTP state by `ASGIMiddleware.__call__`: one object
+    and one `__init__` per request.)
+    """
 
-    def __init__(self, invocation: _Invocation, send: Send, task: asyncio.Task[Any]) -> None:
-        self.invocation = invocation
-        self.send = send
-        self.task = task
-        self.answer: asyncio.Task[None] | None = None
-        self.started = False
-        self.timed_out = False
-        self.answered = False  # the middleware answered for the app: drop what the app sends
+    __slots__ = ("answer", "answered", "send", "started", "task", "timed_out")
+
+    answer: asyncio.Task[None] | None
+    send: Send
+    task: asyncio.Task[Any]
+    started: bool  # the app sent http.response.start
+    timed_out: bool
+    answered: bool  # the middleware answered for the app: drop what the app sends
 
     async def send_wrapper(self, message: Message) -> None:
         """The app's `send`: notes how far the response got, checks the memory ceiling at its start."""
         if self.answered:
             return
         if not self.started and message["type"] == "http.response.start":
-            invocation = self.invocation
-            if invocation.ceiling is not None and _over(invocation, invocation.ceiling):
+            if self.ceiling is not None and _over(self, self.ceiling):
                 self.answered = self.started = True
-                await _answer_out_of_memory(self.send, invocation.lc.aws_request_id)
+                await _answer_out_of_memory(self.send, self.lc.aws_request_id)
                 return
             self.started = True
         await self.send(message)
@@ -87,7 +88,7 @@ class _Request:
         self.timed_out = True
         if not self.started:
             self.answered = True
-            headers = [_id_header(self.invocation.lc.aws_request_id)]
+            headers = [_id_header(self.lc.aws_request_id)]
             answer = send_json(self.send, 504, {"message": "Endpoint request timed out"}, headers)
             # Its own (empty) context: the answer is not background work of the invocation it ends.
             self.answer = self.task.get_loop().create_task(answer, context=contextvars.Context())
@@ -129,14 +130,15 @@ class ASGIMiddleware:
                 logger.error("RequestId: %s INIT failed: %s", request_id, exc)
                 await send_json(send, 502, {"message": "Internal Server Error"}, [_id_header(request_id)])
                 return
-        invocation = _Invocation(function, ctx, None, cold, None)
-        ctx._serial += 1  # a new invocation: resources are checked again at their first use
-        ctx.invocations += 1
-        lc = invocation.lc
-        scope[SCOPE_KEY] = lc
+        request = _Request(function, ctx, None, cold, None)
         task = pool.current_task(pool.loop)  # type: ignore[arg-type]  # (a loop's pool)
         assert task is not None
-        request = _Request(invocation, send, task)
+        request.send, request.task, request.answer = send, task, None
+        request.started = request.timed_out = request.answered = False
+        ctx._serial += 1  # a new invocation: resources are checked again at their first use
+        ctx.invocations += 1
+        lc = request.lc
+        scope[SCOPE_KEY] = lc
         watch = pool.watch
         watch.add(request, lc._deadline)
         token = _current.set(lc)
@@ -166,7 +168,7 @@ class ASGIMiddleware:
                 await request.answer
         app_error: BaseException | None = None
         try:
-            invocation.finish(pool, None, error)
+            request.finish(pool, None, error)
         except InvocationTimeout:
             if not request.answered:
                 raise ResponseCutOff(

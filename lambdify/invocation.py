@@ -119,8 +119,10 @@ class _Invocation:
         self.max_memory: float | None = None  # measured elsewhere (a child process), for REPORT
         self.ceiling = ceiling = config.memory_mb
         self.peak_before = peak_rss_mb() if ceiling is not None else 0.0
-        # START/END/REPORT cost a clock and a request id only when someone reads them.
-        self.logging = logging = logs.enabled()
+        # START/END/REPORT cost a clock and a request id only when someone reads them. (The
+        # logger's own check, without the call through logs.enabled(), once it exists.)
+        real = logs._LazyLogger._real
+        self.logging = logging = logs.enabled() if real is None else real.isEnabledFor(logs.INFO)
         if logging or log is not None:
             if log is not None:
                 lc._log = log

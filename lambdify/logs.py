@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import logging
 
-_INFO = 20
+INFO = _INFO = 20
 _ERROR = 40
 
 
