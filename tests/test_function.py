@@ -225,7 +225,17 @@ def test_handler_error_becomes_function_error(functions: list[Function[Any]]) ->
 
 @pytest.mark.parametrize(
     "result",
-    [pytest.param({1, 2}, id="set"), pytest.param({"when": object()}, id="object"), pytest.param(b"x", id="bytes")],
+    [
+        pytest.param({1, 2}, id="set"),
+        pytest.param({"when": object()}, id="object"),
+        pytest.param(b"x", id="bytes"),
+        # shapes that a quick check of plain objects looks at before the encoder does
+        pytest.param({"headers": {"x-when": object()}}, id="object-in-object"),
+        pytest.param({"cookies": ["a=b", object()]}, id="object-in-array"),
+        pytest.param({(1, 2): "tuple key"}, id="tuple-key"),
+        pytest.param({"headers": {"x": {1, 2}}}, id="set-in-object"),
+        pytest.param({"deep": [{"x": object()}]}, id="object-in-object-in-array"),
+    ],
 )
 def test_non_json_result_is_a_marshal_error(functions: list[Function[Any]], result: Any) -> None:
     @handler
@@ -237,6 +247,24 @@ def test_non_json_result_is_a_marshal_error(functions: list[Function[Any]], resu
         bad.invoke({})
     assert caught.value.error_type == "Runtime.MarshalError"
     assert "Unable to marshal response" in caught.value.error_message
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        pytest.param({"statusCode": 200, "headers": {"x": "y"}, "cookies": ["a=b"], "body": "hi"}, id="http"),
+        pytest.param({1: "int keys", None: "null key", 2.5: "float key"}, id="non-string-keys"),
+        pytest.param({"n": float("nan"), "big": 10**30, "ok": True, "none": None}, id="scalars"),
+        pytest.param({"a": {"b": {"c": [1, {"d": None}]}}}, id="nested"),
+    ],
+)
+def test_json_results_are_returned_as_they_are(functions: list[Function[Any]], result: Any) -> None:
+    @handler
+    def good(event: Any, context: LambdaContext) -> Any:
+        return result
+
+    functions.append(good)
+    assert good.invoke({}) is result
 
 
 def test_non_json_event_is_rejected(functions: list[Function[Any]]) -> None:
