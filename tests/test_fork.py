@@ -223,3 +223,20 @@ def test_a_child_forked_from_a_running_loop_gets_its_own_pool(tmp_path: Path) ->
         fn.shutdown()
     assert first == {"created_in": os.getpid(), "cold": True}
     assert _read(report)["invoke"] == {"created_in": child_pid, "cold": True}
+
+
+def test_a_forked_child_never_repeats_its_parents_request_ids(tmp_path: Path) -> None:
+    # Request ids are made ahead in batches: the child must not take the rest of its parent's.
+    from lambdify.context import new_request_id
+
+    new_request_id()  # the parent now holds ids made ahead
+    report = tmp_path / "child.jsonl"
+
+    def child(record: Callable[[str, Any], None]) -> None:
+        record("ids", [new_request_id() for _ in range(300)])
+
+    _run_in_child(child, report)
+    parent_ids = {new_request_id() for _ in range(300)}
+    child_ids = set(_read(report)["ids"])
+    assert len(child_ids) == 300
+    assert not child_ids & parent_ids

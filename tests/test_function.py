@@ -430,3 +430,15 @@ def test_invoke_of_async_handler_from_its_own_loop_is_refused(functions: list[Fu
     functions.extend([inner, outer])
     with pytest.raises(FunctionError, match="deadlock"):
         outer.invoke({})
+
+
+def test_request_ids_are_distinct_uuid4s() -> None:
+    import uuid
+
+    from lambdify.context import new_request_id
+
+    ids = [new_request_id() for _ in range(1000)]  # several batches
+    assert len(set(ids)) == len(ids)
+    for request_id in ids:
+        parsed = uuid.UUID(request_id)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, request_id)
