@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import logging
 
-INFO = _INFO = 20
+INFO = 20
 _ERROR = 40
 
 
@@ -43,7 +43,7 @@ class _LazyLogger:
 logger: logging.Logger = _LazyLogger()  # type: ignore[assignment]
 
 
-def enabled(level: int = _INFO) -> bool:
+def enabled(level: int = INFO) -> bool:
     """Whether a record at `level` would reach a handler (False while `logging` is not even imported)."""
     real = _LazyLogger._real
     if real is None:
