@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import os
+import resource
 import socket
 from collections.abc import Iterator
 
 import pytest
+
+from lambdify import limits
 
 REQUIRE_SERVICES = os.environ.get("LAMBDIFY_REQUIRE_SERVICES") == "1"
 
@@ -55,4 +58,11 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         ):
             monkeypatch.delenv(key)
     monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API", raising=False)
+    # A function with `memory_mb` lowers this process's RLIMIT_DATA (the memory backstop): put it
+    # back, or whichever test runs next may be unable to start a thread.
+    limit = resource.getrlimit(resource.RLIMIT_DATA)
+    backstop = limits._backstop_mb
     yield
+    if resource.getrlimit(resource.RLIMIT_DATA) != limit:
+        resource.setrlimit(resource.RLIMIT_DATA, limit)
+    limits._backstop_mb = backstop
