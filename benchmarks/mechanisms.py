@@ -110,6 +110,18 @@ def bench_thread_handoff(n: int) -> float:
         worker.stop()
 
 
+def bench_worker_call(n: int) -> float:
+    """lambdify's own hand-off: `Worker.call`, which wakes its thread through a doorbell (an
+    eventfd written with the GIL released) and waits on a lock."""
+    from lambdify.isolation.thread import Worker
+
+    worker = Worker("bench")
+    try:
+        return elapsed(lambda: worker.call(_noop, timeout=10.0), n)
+    finally:
+        worker.stop()
+
+
 # -- async mechanisms (run inside the loop) -----------------------------------------------
 
 
@@ -191,6 +203,7 @@ def run_sync(scale: float, rounds: int) -> list[Sample]:
         sample_sync("resource.getrusage(RUSAGE_SELF)", bench_getrusage, n(20_000), rounds),
         sample_sync("ContextVar set+reset", bench_contextvar, n(50_000), rounds),
         sample_sync("hand-off to a waiting thread and back (2 locks)", bench_thread_handoff, n(2_000), rounds),
+        sample_sync("lambdify Worker.call (doorbell, then a lock)", bench_worker_call, n(2_000), rounds),
         sample_sync("json.dumps of a small dict", bench_json_dumps, n(20_000), rounds),
     ]
 
