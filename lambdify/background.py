@@ -77,8 +77,8 @@ def _describe(item: Any) -> str:
 
 def flush_here(ctx: ExecutionContext, lc: LambdaContext) -> None:
     """Run the deferred work of a loop-less context, on its own thread."""
-    deferred = lc._deferred
     while True:
+        deferred = lc._deferred  # (a stray task may have made it meanwhile)
         while deferred:
             item, args, kwargs = deferred.pop(0)
             try:
@@ -88,15 +88,15 @@ def flush_here(ctx: ExecutionContext, lc: LambdaContext) -> None:
         if not lc._tasks:
             break
         ctx.run_coroutine_here(await_stray_tasks(ctx, lc))
-        if not deferred:
+        if not lc._deferred:
             break
     lc._done = True
 
 
 async def flush(ctx: ExecutionContext, lc: LambdaContext) -> None:
     """Run deferred work (sync items on the context's thread, async ones here), then stray tasks."""
-    deferred = lc._deferred
     while True:
+        deferred = lc._deferred  # (a stray task may have made it meanwhile)
         while deferred:
             item, args, kwargs = deferred.pop(0)
             try:
@@ -109,7 +109,7 @@ async def flush(ctx: ExecutionContext, lc: LambdaContext) -> None:
         if not lc._tasks:
             break
         await await_stray_tasks(ctx, lc)
-        if not deferred:
+        if not lc._deferred:
             break
     lc._done = True
 

@@ -347,7 +347,7 @@ class LambdaContext:
         self._request_id = request_id  # None: made on first use (a wrapped app may never ask)
         self.cold_start = cold_start
         self._deadline = deadline
-        self._deferred: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
+        self._deferred: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] | None = None  # made by defer()
         self._tasks: set[asyncio.Task[Any]] | None = None
         self._log: list[str] | None = None  # captured for the Invoke API's Tail logs
         self._done = False
@@ -420,4 +420,6 @@ class LambdaContext:
                 raise TypeError("defer(awaitable) takes no arguments; pass a callable to give arguments")
         elif not callable(fn_or_awaitable):
             raise TypeError(f"defer() needs a callable or an awaitable, got {fn_or_awaitable!r}")
+        if self._deferred is None:
+            self._deferred = []
         self._deferred.append((fn_or_awaitable, args, kwargs))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lambdify import Function, FunctionError, InvocationTimeout, LambdaContext, handler
+from lambdify import Function, FunctionError, InvocationTimeout, LambdaContext, current_context, handler
 
 
 async def _append_later(log: list[str], item: str) -> None:
@@ -525,3 +525,41 @@ async def test_stray_task_that_raises_is_logged_and_counted(caplog: pytest.LogCa
     failures = [r for r in caplog.records if r.name == "lambdify" and r.levelno >= logging.ERROR]
     assert len(failures) == 1
     assert request_id in failures[0].getMessage()
+
+
+def _defers_from_a_stray_task(log: list[str]) -> Function[Any]:
+    @handler
+    async def fn(event: dict[str, Any], context: LambdaContext) -> str:
+        async def later() -> None:
+            await asyncio.sleep(0.05)  # after the handler returned: the flush is waiting for this task
+            current_context().defer(log.append, "deferred by the task")
+
+        asyncio.create_task(later())  # left running on purpose
+        return "returned"
+
+    return fn
+
+
+@pytest.mark.anyio
+async def test_work_a_stray_task_defers_during_the_flush_runs_before_ainvoke_returns() -> None:
+    log: list[str] = []
+    fn = _defers_from_a_stray_task(log)
+    try:
+        assert await fn.ainvoke({}) == "returned"
+        seen = list(log)
+    finally:
+        await fn.ashutdown()
+
+    assert seen == ["deferred by the task"]
+
+
+def test_work_a_stray_task_defers_during_the_flush_runs_before_invoke_returns() -> None:
+    log: list[str] = []
+    fn = _defers_from_a_stray_task(log)
+    try:
+        assert fn.invoke({}) == "returned"
+        seen = list(log)
+    finally:
+        fn.shutdown()
+
+    assert seen == ["deferred by the task"]
