@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final
 
 from starlette.requests import Request
@@ -71,17 +72,20 @@ class _Request(_Invocation):
     timed_out: bool
     answered: bool  # the middleware answered for the app: drop what the app sends
 
-    async def send_wrapper(self, message: Message) -> None:
-        """The app's `send`: notes how far the response got, checks the memory ceiling at its start."""
+    def send_wrapper(self, message: Message) -> Awaitable[None]:
+        """The app's `send`: notes how far the response got, checks the memory ceiling at its start.
+
+        A plain function that returns the awaitable to await (the server's own, usually), rather
+        than a coroutine of ours wrapped around it: one coroutine less per message.
+        """
         if self.answered:
-            return
+            return _nothing()
         if not self.started and message["type"] == "http.response.start":
             if self.ceiling is not None and _over(self, self.ceiling):
                 self.answered = self.started = True
-                await _answer_out_of_memory(self.send, self.lc.aws_request_id)
-                return
+                return _answer_out_of_memory(self.send, self.lc.aws_request_id)
             self.started = True
-        await self.send(message)
+        return self.send(message)
 
     def expire(self) -> None:
         """At the deadline: answer 504 now if the app has not started its response, and cancel it."""
@@ -198,6 +202,10 @@ class ASGIMiddleware:
             await send(message)
 
         await self.app(scope, receive_wrapper, send_wrapper)
+
+
+async def _nothing() -> None:
+    pass
 
 
 def _id_header(request_id: str) -> tuple[bytes, bytes]:
