@@ -8,6 +8,7 @@ import os
 import threading
 import time
 import weakref
+from _thread import get_ident
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
@@ -196,7 +197,7 @@ class Function(Generic[F]):
         it is the running one, which asyncio's own loops tell without a system call.
         """
         pool = self._here
-        if pool is None or pool.closed or getattr(pool.loop, "_thread_id", None) != threading.get_ident():
+        if pool is None or pool.closed or getattr(pool.loop, "_thread_id", None) != get_ident():
             import asyncio
 
             pool = self._here = self._pool(asyncio.get_running_loop())

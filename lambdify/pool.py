@@ -88,8 +88,9 @@ class Pool:
 
     def _take(self) -> ExecutionContext | None:
         cap = self.config.concurrency
-        if self._partial:
-            ctx = next(reversed(self._partial.values()))
+        partial = self._partial
+        if partial:
+            ctx = partial[next(reversed(partial))]
             ctx.active += 1
             if cap is not None and ctx.active >= cap:
                 del self._partial[ctx.id]
