@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import eventually
 
 from lambdify import Function, InvocationTimeout, LambdaContext, MemoryLimitExceeded, handler
 
@@ -25,15 +26,6 @@ def functions() -> Iterator[list[Function[Any]]]:
     yield made
     for fn in made:
         fn.shutdown()
-
-
-def _eventually(check: Any, within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def _assert_timed_out(error: InvocationTimeout, elapsed: float) -> None:
@@ -244,7 +236,7 @@ def test_context_over_tmp_quota_is_retired(functions: list[Function[Any]]) -> No
     functions.append(fill)
     cold, first_dir = fill.invoke({"fill": True})  # the result stands; the context is retired after it
     assert cold is True
-    assert _eventually(lambda: not Path(first_dir).exists())  # SHUTDOWN runs on the context's thread
+    assert eventually(lambda: not Path(first_dir).exists())  # SHUTDOWN runs on the context's thread
     cold, second_dir = fill.invoke({})
     assert cold is True and second_dir != first_dir
 

@@ -9,17 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import eventually
 
 from lambdify import ExecutionContext, FunctionError, LambdaContext, TooManyRequests, handler
-
-
-def _wait_for(condition: Any, within: float = 10.0) -> bool:
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return bool(condition())
 
 
 def _gone(path: Path) -> bool:
@@ -326,8 +318,8 @@ def test_idle_context_is_retired_after_idle_ttl(concurrency: int | None) -> None
 
     try:
         first = fn.invoke({})
-        assert _wait_for(lambda: closed == [first["ctx"]])
-        assert _wait_for(lambda: fn.stats()["contexts_alive"] == 0)
+        assert eventually(lambda: closed == [first["ctx"]], within=10.0)
+        assert eventually(lambda: fn.stats()["contexts_alive"] == 0, within=10.0)
         stats = fn.stats()
         after = fn.invoke({})
     finally:

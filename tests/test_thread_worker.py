@@ -5,25 +5,15 @@ from __future__ import annotations
 import gc
 import os
 import threading
-import time
-from typing import Any
 
 import pytest
+from helpers import eventually
 
 from lambdify.isolation.thread import Worker
 
 
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-def _eventually(check: Any, within: float = 5.0) -> bool:
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(0.01)
-    return check()
 
 
 def test_calls_from_many_threads_all_run_once_in_order_on_one_thread() -> None:
@@ -79,4 +69,4 @@ def test_a_stopped_worker_leaves_no_fd_open(doorbell: str, monkeypatch: pytest.M
         gc.collect()
         return _open_fds() == before
 
-    assert _eventually(all_closed)
+    assert eventually(all_closed)
