@@ -5,6 +5,11 @@ recently used ones idle out, as on Lambda), creates one (a cold start) while the
 `max_contexts`, and otherwise queues the caller for up to `queue_timeout` before throttling.
 Contexts of a loop-less pool run everything on their own thread; contexts of a loop's pool
 run their async code on that loop.
+
+Threads: a loop-less pool is used from any thread, under its lock. A loop's pool changes only
+on its loop's thread, so its hot path (`take`, `release`) takes no lock: the two things other
+threads do to it, idle expiry (the janitor thread) and `close()` (a shutdown from another
+thread), are handed to the loop while it runs.
 """
 
 from __future__ import annotations
@@ -71,7 +76,8 @@ class Pool:
         self._waiters: deque[_Waiter] = deque()
         self._closing: list[Any] = []
         self.closed = False
-        self.counts = dict.fromkeys(INVOCATION_COUNTERS, 0)  # invocations ended here (under the lock)
+        self._reap_scheduled = False
+        self.counts = dict.fromkeys(INVOCATION_COUNTERS, 0)  # invocations ended here
         function._count_pool(self)
         self.watch = DeadlineWatch(loop)  # the deadlines of this loop's invocations
         self.current_task = current_task_getter() if loop is not None else _no_task
@@ -144,6 +150,8 @@ class Pool:
 
     def take(self) -> ExecutionContext | None:
         """A warm context with free capacity, if there is one (the hot path: no waiting, no INIT)."""
+        if self.loop is not None:  # on the loop's thread, the only one that changes its pool
+            return None if self.closed else self._take()
         lock = self._lock
         lock.acquire()  # (not `with`: on the hot path its method lookups cost as much as the lock)
         try:
@@ -274,8 +282,9 @@ class Pool:
         the counters the invocation adds to.
         """
         shutdown = False
-        lock = self._lock
-        lock.acquire()
+        lock = self._lock if self.loop is None else None  # (a loop's pool: only its thread, see take())
+        if lock is not None:
+            lock.acquire()
         try:
             if started is not None:
                 self.counts[started] += 1
@@ -309,7 +318,8 @@ class Pool:
             else:
                 self._partial[ctx.id] = ctx
         finally:
-            lock.release()
+            if lock is not None:
+                lock.release()
         if shutdown:
             self._shutdown(ctx)
 
@@ -339,9 +349,24 @@ class Pool:
     # -- retirement -----------------------------------------------------------------------
 
     def reap(self) -> None:
-        """Retire contexts idle longer than `idle_ttl`; freeze idle child processes (janitor thread)."""
+        """Retire contexts idle longer than `idle_ttl`; freeze idle child processes (janitor thread).
+
+        A loop's pool is reaped on its loop (see the module's docstring).
+        """
         if not self._idle and not self._warm and not self._idle_in_partial:
             return
+        loop = self.loop
+        if loop is None:
+            self._reap_here()
+        elif not self._reap_scheduled:
+            self._reap_scheduled = True
+            try:
+                loop.call_soon_threadsafe(self._reap_here)
+            except RuntimeError:  # the loop is closed: nothing runs on it any more
+                self._reap_here()
+
+    def _reap_here(self) -> None:
+        self._reap_scheduled = False
         now = time.monotonic()
         with self._lock:
             expired = self._expired(now)
@@ -388,7 +413,23 @@ class Pool:
             self._closing.append(asyncio.run_coroutine_threadsafe(close(), loop))
 
     def close(self) -> None:
-        """Stop handing out contexts and retire the idle ones; busy ones retire when they finish."""
+        """Stop handing out contexts and retire the idle ones; busy ones retire when they finish.
+
+        Called from another thread than that of a loop that is running, a loop's pool stops
+        handing out contexts at once and retires them on its loop, soon after this returns (see
+        the module's docstring).
+        """
+        loop = self.loop
+        if loop is not None and loop.is_running() and _running_loop() is not loop:
+            self.closed = True  # (one store: the loop's thread sees it at its next take)
+            try:
+                loop.call_soon_threadsafe(self._close_here)
+                return
+            except RuntimeError:  # closed meanwhile: nothing runs on it any more
+                pass
+        self._close_here()
+
+    def _close_here(self) -> None:
         with self._lock:
             self.closed = True
             shared = [ctx for ctx in self._partial.values() if ctx.active == 0]
@@ -410,7 +451,7 @@ class Pool:
 
     def pending(self) -> list[str]:
         """What a graceful shutdown still waits for."""
-        busy = [f"{ctx!r} (busy)" for ctx in self._contexts.values()]
+        busy = [f"{ctx!r} (busy)" for ctx in list(self._contexts.values())]  # (another thread may change it)
         closing = [repr(item) for item in self._closing if not _finished(item)]
         return busy + closing
 

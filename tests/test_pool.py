@@ -502,6 +502,147 @@ def test_shutdown_waits_for_the_invocation_in_flight() -> None:
     assert fn.stats()["contexts_alive"] == 0
 
 
+def test_shutdown_from_another_thread_waits_for_the_invocations_on_a_loop() -> None:
+    # An async handler's `invoke()` runs on lambdify's own loop, in its own thread: the pool of
+    # that loop is closed on the loop, and shutdown() waits until it has been.
+    started = threading.Semaphore(0)
+    log: list[str] = []
+
+    async def finish() -> None:
+        await asyncio.sleep(0.3)
+        log.append("deferred done")
+
+    @handler(timeout=10, concurrency=None)
+    async def fn(event: dict[str, Any], context: LambdaContext) -> str:
+        started.release()
+        await asyncio.sleep(0.2)
+        context.defer(finish())
+        log.append(f"handler {event['n']} done")
+        return "ok"
+
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda n=n: results.append(fn.invoke({"n": n}))) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert all(started.acquire(timeout=10) for _ in threads)  # all three in flight
+    finally:
+        fn.shutdown()
+    seen = sorted(log)
+    for thread in threads:
+        thread.join(10)
+
+    assert seen == ["deferred done"] * 3 + [f"handler {n} done" for n in range(3)]
+    assert results == ["ok"] * 3
+    assert fn.stats()["contexts_alive"] == 0
+    assert fn.invoke({"n": 3}) == "ok"  # a new pool serves after the shutdown
+    fn.shutdown()
+
+
+@pytest.mark.anyio
+async def test_idle_context_of_a_running_loop_is_retired_on_that_loop() -> None:
+    retired_on: list[Any] = []
+
+    async def setup(ctx: ExecutionContext) -> None:
+        async def hook() -> None:
+            retired_on.append(asyncio.get_running_loop())
+
+        ctx.on_shutdown(hook)
+
+    @handler(init=setup, idle_ttl=0.2, concurrency=None)
+    async def fn(event: dict[str, Any], context: LambdaContext) -> str:
+        return context.execution.id
+
+    try:
+        first = await fn.ainvoke({})
+        for _ in range(1000):  # the loop must run for the expiry handed to it to happen
+            if fn.stats()["contexts_alive"] == 0:
+                break
+            await asyncio.sleep(0.01)
+        alive = fn.stats()["contexts_alive"]
+        second = await fn.ainvoke({})
+    finally:
+        await fn.ashutdown()
+
+    assert alive == 0
+    assert retired_on[0] is asyncio.get_running_loop()
+    assert second != first
+
+
+def test_a_loops_pool_expires_idle_contexts_between_bursts_of_invocations_from_many_threads() -> None:
+    # Eight threads invoke on lambdify's loop in bursts; between bursts every context idles out.
+    # No retired context is handed out, and no invocation goes uncounted.
+    @handler(idle_ttl=0.05, timeout=10)
+    async def fn(event: dict[str, Any], context: LambdaContext) -> bool:
+        assert not context.execution.retired
+        await asyncio.sleep(event["pause"])
+        return True
+
+    all_paused = threading.Barrier(8)
+
+    def caller(seed: int) -> list[Any]:
+        outcomes = []
+        for i in range(40):
+            outcomes.append(fn.invoke({"pause": 0.001 * ((seed + i) % 3)}))
+            if i % 10 == 9:  # all callers pause together, long enough for every context to idle out
+                all_paused.wait(30)
+                time.sleep(0.25)
+        return outcomes
+
+    results: list[list[Any]] = []
+    threads = [threading.Thread(target=lambda seed=seed: results.append(caller(seed))) for seed in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        stats = fn.stats()
+    finally:
+        fn.shutdown()
+
+    assert [outcome for outcomes in results for outcome in outcomes] == [True] * 320
+    assert stats["invocations"] == 320
+    assert stats["cold_starts"] + stats["warm_starts"] == 320
+    assert stats["errors"] == 0
+    assert stats["contexts_retired"] >= 1  # expiry did run meanwhile
+    assert fn.stats()["contexts_alive"] == 0
+
+
+def test_a_loops_pool_is_changed_only_on_its_loops_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its hot path takes no lock: idle expiry (from the janitor thread) and a shutdown from
+    # another thread are handed to the loop.
+    from lambdify import pool as pool_module
+
+    threads: dict[str, set[int]] = {"expiry": set(), "close": set()}
+    expired, close_here = pool_module.Pool._expired, pool_module.Pool._close_here
+
+    def recording_expired(self: Any, now: float) -> Any:
+        threads["expiry"].add(threading.get_ident())
+        return expired(self, now)
+
+    def recording_close_here(self: Any) -> None:
+        threads["close"].add(threading.get_ident())
+        close_here(self)
+
+    monkeypatch.setattr(pool_module.Pool, "_expired", recording_expired)
+    monkeypatch.setattr(pool_module.Pool, "_close_here", recording_close_here)
+
+    @handler(idle_ttl=0.1)
+    async def fn(event: dict[str, Any], context: LambdaContext) -> int:
+        return threading.get_ident()  # lambdify's own loop runs async handlers for invoke()
+
+    try:
+        loop_thread = fn.invoke({})
+        assert eventually(lambda: fn.stats()["contexts_retired"] == 1, within=10.0)
+    finally:
+        fn.shutdown()  # from this thread, while that loop runs in its own
+    closed = fn._here is None or fn._here.closed  # it stops handing out contexts at once
+
+    assert eventually(lambda: threads["close"], within=10.0)  # (it had no context left to wait for)
+    assert closed
+    assert threads == {"expiry": {loop_thread}, "close": {loop_thread}}
+
+
 # -- concurrency per context -------------------------------------------------------------------
 
 
