@@ -70,3 +70,19 @@ def test_a_stopped_worker_leaves_no_fd_open(doorbell: str, monkeypatch: pytest.M
         return _open_fds() == before
 
     assert eventually(all_closed)
+
+
+def test_a_doorbell_that_cannot_be_made_is_an_error_and_leaves_nothing_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def no_more_fds(*args: object) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(os, "eventfd", no_more_fds)
+    gc.collect()
+    before = _open_fds()
+    with pytest.raises(OSError, match="Too many open files"):
+        Worker("test")
+    gc.collect()  # the half-made worker and its bell are garbage: nothing to close, nothing raised
+
+    assert _open_fds() == before

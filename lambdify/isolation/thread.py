@@ -82,7 +82,7 @@ class _Doorbell:
             self.wait = partial(os.read, read_fd, 4096)
 
     def __del__(self, _close: Callable[[int], None] = os.close) -> None:
-        for fd in self._fds:
+        for fd in getattr(self, "_fds", ()):  # (none if making them failed)
             _close(fd)
 
 
