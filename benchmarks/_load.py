@@ -315,6 +315,31 @@ def wrk_argv(server: Server | None, threads: int, connections: int, duration: fl
     return [*argv, server.url]
 
 
+def loaded_together(
+    cwd: Path, servers: Sequence[tuple[Variant, dict[str, str]]], duration: float, connections: int = 16
+) -> list[float]:
+    """Start each (variant, environment), load them all at the same time, each with its own
+    `wrk -t1` pinned to LOAD_CPU (1 s of warm-up, then `duration` s measured); their req/s."""
+    started: list[Server] = []
+    try:
+        for variant, env in servers:
+            started.append(start(variant, cwd, env))
+            check(started[-1])
+        rps: list[float] = []
+        for seconds in (1.0, duration):  # warm-up, then the measured run
+            runs = [
+                subprocess.Popen(
+                    pinned(LOAD_CPU, wrk_argv(server, 1, connections, seconds)), stdout=subprocess.PIPE, text=True
+                )
+                for server in started
+            ]
+            rps = [parse_wrk(run.communicate(timeout=seconds + 30)[0]).rps for run in runs]
+        return rps
+    finally:
+        for server in started:
+            stop(server)
+
+
 _TICK = os.sysconf("SC_CLK_TCK")
 
 

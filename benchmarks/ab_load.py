@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 
 import http_serving
 import middleware
-from _load import LOAD_CPU, Variant, check, parse_wrk, pinned, require_wrk, server_env, start, stop, uvicorn, wrk_argv
+from _load import Variant, loaded_together, require_wrk, server_env, uvicorn
 from _timing import print_header
 
 SERVERS = {"sync": middleware.SYNC, "gthread": middleware.GTHREAD}
@@ -36,24 +35,12 @@ def server_argv(app: str, server: str) -> list[str]:
 
 def one_round(cwd: Path, trees: tuple[str, str], app: str, server_kind: str, duration: float) -> float:
     servers = []
-    try:
-        for name, tree in zip(("old", "new"), trees, strict=True):
-            env = server_env(str(Path(tree).resolve()))
-            env["PYTHONPATH"] = f"{Path(tree).resolve()}:{cwd}"  # that lambdify/, then the apps
-            server = start(Variant(name, name, server_argv(app, server_kind)), cwd, env)
-            servers.append(server)
-            check(server)
-        rps = [0.0, 0.0]
-        for seconds in (1.0, duration):  # warm-up, then the measured run
-            runs = [
-                subprocess.Popen(pinned(LOAD_CPU, wrk_argv(server, 1, 16, seconds)), stdout=subprocess.PIPE, text=True)
-                for server in servers
-            ]
-            rps = [parse_wrk(run.communicate(timeout=seconds + 30)[0]).rps for run in runs]
-        return rps[1] / rps[0]
-    finally:
-        for server in servers:
-            stop(server)
+    for name, tree in zip(("old", "new"), trees, strict=True):
+        env = server_env(str(Path(tree).resolve()))
+        env["PYTHONPATH"] = f"{Path(tree).resolve()}:{cwd}"  # that lambdify/, then the apps
+        servers.append((Variant(name, name, server_argv(app, server_kind)), env))
+    old, new = loaded_together(cwd, servers, duration)
+    return new / old
 
 
 def main() -> None:

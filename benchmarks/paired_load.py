@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -42,19 +41,13 @@ import http_serving
 import middleware
 from _load import (
     LOAD_CPU,
-    Server,
     Variant,
-    check,
     describe_lambdify,
     lambdify_source,
-    parse_wrk,
-    pinned,
+    loaded_together,
     require_wrk,
     server_env,
-    start,
-    stop,
     uvicorn,
-    wrk_argv,
 )
 from _timing import print_header
 
@@ -94,26 +87,12 @@ def server_argv(label: str, target: str) -> list[str]:
 
 def pair_once(cwd: Path, env: dict[str, str], label: str, targets: tuple[str, str], duration: float) -> float:
     """One round of one pair: variant req/s / baseline req/s, both loaded at the same time."""
-    servers: list[Server] = []
-    try:
-        for name, target in zip(("baseline", "variant"), targets, strict=True):
-            server = start(Variant(f"{label} ({name})", name, server_argv(label, target)), cwd, env)
-            servers.append(server)
-            check(server)
-        rps = []
-        for seconds in (1.0, duration):  # warm-up, then the measured run
-            runs = [
-                subprocess.Popen(
-                    pinned(LOAD_CPU, wrk_argv(server, 1, ARGS.connections, seconds)), stdout=subprocess.PIPE, text=True
-                )
-                for server in servers
-            ]
-            outputs = [run.communicate(timeout=seconds + 30)[0] for run in runs]
-            rps = [parse_wrk(out).rps for out in outputs]
-        return rps[1] / rps[0]
-    finally:
-        for server in servers:
-            stop(server)
+    servers = [
+        (Variant(f"{label} ({name})", name, server_argv(label, target)), env)
+        for name, target in zip(("baseline", "variant"), targets, strict=True)
+    ]
+    baseline, variant = loaded_together(cwd, servers, duration, ARGS.connections)
+    return variant / baseline
 
 
 def run(pairs: Sequence[tuple[str, str, str, float | None]], rounds: int, duration: float) -> None:
