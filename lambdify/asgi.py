@@ -63,12 +63,12 @@ class _Request(_Invocation):
     and one `__init__` per request.)
     """
 
-    __slots__ = ("answer", "answered", "send", "started", "task", "timed_out")
+    __slots__ = ("answer", "answered", "responding", "send", "task", "timed_out")
 
     answer: asyncio.Task[None] | None
     send: Send
     task: asyncio.Task[Any]
-    started: bool  # the app sent http.response.start
+    responding: bool  # the app sent http.response.start (not `started`: that is the invocation's clock)
     timed_out: bool
     answered: bool  # the middleware answered for the app: drop what the app sends
 
@@ -80,17 +80,17 @@ class _Request(_Invocation):
         """
         if self.answered:
             return _nothing()
-        if not self.started and message["type"] == "http.response.start":
+        if not self.responding and message["type"] == "http.response.start":
             if self.ceiling is not None and _over(self, self.ceiling):
-                self.answered = self.started = True
+                self.answered = self.responding = True
                 return _answer_out_of_memory(self.send, self.lc.aws_request_id)
-            self.started = True
+            self.responding = True
         return self.send(message)
 
     def expire(self) -> None:
         """At the deadline: answer 504 now if the app has not started its response, and cancel it."""
         self.timed_out = True
-        if not self.started:
+        if not self.responding:
             self.answered = True
             headers = [_id_header(self.lc.aws_request_id)]
             answer = send_json(self.send, 504, {"message": "Endpoint request timed out"}, headers)
@@ -123,22 +123,23 @@ class ASGIMiddleware:
         pool = function._loop_pool()
         ctx = pool.take()
         cold = False
+        request_id = None
         if ctx is None:
+            request_id = new_request_id()
             try:
-                ctx, cold = await pool.aacquire()
+                ctx, cold = await pool.aacquire(request_id)
             except TooManyRequests:
-                await send_json(send, 429, {"message": "Too Many Requests"}, [_id_header(new_request_id())])
+                await send_json(send, 429, {"message": "Too Many Requests"}, [_id_header(request_id)])
                 return
             except FunctionError as exc:
-                request_id = new_request_id()
                 logger.error("RequestId: %s INIT failed: %s", request_id, exc)
                 await send_json(send, 502, {"message": "Internal Server Error"}, [_id_header(request_id)])
                 return
-        request = _Request(function, ctx, None, cold, None)
+        request = _Request(function, ctx, request_id, cold, None)
         task = pool.current_task(pool.loop)  # type: ignore[arg-type]  # (a loop's pool)
         assert task is not None
         request.send, request.task, request.answer = send, task, None
-        request.started = request.timed_out = request.answered = False
+        request.responding = request.timed_out = request.answered = False
         ctx._serial += 1  # a new invocation: resources are checked again at their first use
         ctx.invocations += 1
         lc = request.lc
@@ -162,6 +163,10 @@ class ASGIMiddleware:
                 pool.release(ctx)
                 raise
             task.uncancel()
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit...: passed on as without lambdify
+            cancel_stray_tasks(lc)
+            request.escape(pool, exc)
+            raise
         finally:
             watch.discard(request)
             _current.reset(token)
@@ -179,7 +184,7 @@ class ASGIMiddleware:
                     f"RequestId: {lc.aws_request_id} timed out after its response had started"
                 ) from None
         except MemoryLimitExceeded:
-            if not request.started:
+            if not request.responding:
                 await _answer_out_of_memory(send, lc.aws_request_id)
         except FunctionError:
             app_error = error

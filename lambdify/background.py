@@ -141,6 +141,17 @@ async def await_stray_tasks(ctx: ExecutionContext, lc: LambdaContext) -> None:
                 _failed(ctx, lc, f"task {task.get_name()}", task.exception())  # type: ignore[arg-type]
 
 
+def drop_deferred(lc: LambdaContext, reason: str) -> None:
+    """Log, one line each, the deferred work an invocation ends without running (after a timeout)."""
+    import types
+
+    deferred, lc._deferred = lc._deferred, None
+    for item, _args, _kwargs in deferred or ():
+        logger.error("RequestId: %s deferred %s dropped: %s", lc.aws_request_id, _describe(item), reason)
+        if isinstance(item, types.CoroutineType):
+            item.close()  # (never awaited, by design: no RuntimeWarning about it)
+
+
 def cancel_stray_tasks(lc: LambdaContext) -> None:
     """After a timeout the context is reset, so whatever the invocation left running is cancelled."""
     tasks, lc._tasks = lc._tasks, None

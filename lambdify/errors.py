@@ -27,13 +27,30 @@ __all__ = [
 ]
 
 
+def _package_dir() -> str:
+    """The real directory of the lambdify package, ending with a separator."""
+    import os
+    import sys
+
+    package = sys.modules[__name__.partition(".")[0]]
+    return os.path.join(os.path.dirname(os.path.realpath(package.__file__ or __file__)), "")
+
+
 def stack_trace(exc: BaseException) -> list[str]:
-    """A traceback as Lambda's Python runtime lists it, without lambdify's own frames."""
+    """A traceback as Lambda's Python runtime lists it, without lambdify's own frames.
+
+    lambdify's frames are those of files inside the package's own directory (a user's project in
+    a folder that happens to be called `lambdify`, such as a clone of this repository, keeps its frames).
+    """
     import os
     import traceback
 
-    marker = f"{os.sep}lambdify{os.sep}"
-    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if marker not in frame.filename]
+    ours = _package_dir()
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not os.path.realpath(frame.filename).startswith(ours)
+    ]
     return traceback.format_list(frames)
 
 

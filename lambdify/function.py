@@ -10,9 +10,9 @@ import time
 import weakref
 from _thread import get_ident
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
-from .config import Config, build_config, function_arn
+from .config import _NAME_RE, Config, build_config, function_arn
 from .context import new_request_id
 from .errors import TooManyRequests, failure_counter
 from .invocation import check_event, run_async, run_on_owned_loop, run_sync
@@ -45,6 +45,7 @@ _COUNTERS = (
     "init_errors",
 )
 _functions: weakref.WeakSet[Function[Any]] = weakref.WeakSet()
+MAIN_THREAD: Final = "main thread"  # the key of the pool whose contexts run inline on the main thread
 
 
 def _is_async(target: Any) -> bool:
@@ -81,7 +82,7 @@ class Function(Generic[F]):
         self.config = config
         self._is_class = isinstance(func, type)
         self._is_async = _is_async(func)
-        self._pools: dict[asyncio.AbstractEventLoop | None, Pool] = {}
+        self._pools: dict[Any, Pool] = {}  # by event loop; None: sync callers; MAIN_THREAD: inline
         self._pools_lock = threading.Lock()
         self._here: Pool | None = None  # the pool last used from a running loop (see _loop_pool)
         self._stats_lock = threading.Lock()
@@ -98,7 +99,6 @@ class Function(Generic[F]):
         self._wsgi: FunctionWSGI | None = None
         self.arn = function_arn(config.name)
         self.log_group_name = f"/aws/lambda/{config.name}"
-        functools.update_wrapper(self, func)
         _functions.add(self)
 
     def __repr__(self) -> str:
@@ -189,6 +189,18 @@ class Function(Generic[F]):
                     pool = self._new_pool(loop)
         return pool
 
+    def _main_thread_pool(self) -> Pool:
+        """The pool of contexts that run inline on the process's main thread (see isolation.main_thread)."""
+        pool = self._pools.get(MAIN_THREAD)
+        if pool is None or pool.closed:
+            with self._pools_lock:
+                pool = self._pools.get(MAIN_THREAD)
+                if pool is None or pool.closed:
+                    if self.config.memory_mb is not None:
+                        apply_memory_backstop(self.config.memory_mb)
+                    pool = self._pools[MAIN_THREAD] = Pool(self, None, main_thread=True)
+        return pool
+
     def _loop_pool(self) -> Pool:
         """The pool of the event loop running in this thread (call from a coroutine).
 
@@ -226,7 +238,7 @@ class Function(Generic[F]):
             install_task_factory(loop)
             # A pool whose loop has closed cannot be used again: retire what it holds.
             for old_loop, old in list(self._pools.items()):
-                if old_loop is not None and old_loop.is_closed():
+                if old_loop not in (None, MAIN_THREAD) and old_loop.is_closed():
                     del self._pools[old_loop]
                     old.close()
         pool = self._pools[loop] = Pool(self, loop)
@@ -402,6 +414,22 @@ def _shutdown_all() -> None:
             function.shutdown()
 
 
+_IDENTITY: Final = ("__module__", "__name__", "__qualname__", "__doc__")
+
+
+def _copy_identity(function: Function[Any], target: Any) -> None:
+    """Give a decorated function its handler's name, docstring and `__wrapped__`, and nothing else.
+
+    Not `functools.update_wrapper`: it also copies the target's `__dict__` over the Function's own
+    attributes (a Flask app's `config` would replace ours).
+    """
+    for attr in _IDENTITY:
+        value = getattr(target, attr, None)
+        if isinstance(value, str):
+            setattr(function, attr, value)
+    function.__wrapped__ = target  # type: ignore[attr-defined]
+
+
 @overload
 def handler(func: F, /) -> Function[F]: ...
 
@@ -454,8 +482,14 @@ def handler(func: F | None = None, /, **options: Any) -> Function[F] | Callable[
         if not callable(target):
             raise TypeError(f"@handler needs a function or a class, got {target!r}")
         name = options.get("name") or getattr(target, "__name__", None) or type(target).__name__
+        if not options.get("name") and not _NAME_RE.fullmatch(name):
+            raise ValueError(
+                f"{target!r} has no usable name ({name!r} is not a Lambda function name): pass name=, "
+                "as in handler(name='my-function')(fn) or @handler(name='my-function')"
+            )
         config = build_config(name, {**options, "name": name})
         function = Function(target, config)
+        _copy_identity(function, target)
         if function._is_class and not any("__call__" in vars(k) for k in target.__mro__[:-1]):  # type: ignore[attr-defined]
             raise TypeError(f"class {target.__name__} needs a __call__(self, event, context) method")
         if function.config.concurrency != 1 and function.config.isolation == "process":

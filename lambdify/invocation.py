@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _json, logs
-from .background import cancel_stray_tasks, flush, flush_here
+from .background import cancel_stray_tasks, drop_deferred, flush, flush_here
 from .context import LambdaContext, _current
 from .errors import (
     FunctionError,
@@ -104,6 +104,7 @@ class _Invocation:
         "ceiling",
         "cold",
         "ctx",
+        "escaped",
         "failure",
         "function",
         "lc",
@@ -139,6 +140,7 @@ class _Invocation:
         self.lc = lc = LambdaContext(ctx, request_id, deadline, cold)
         self.result: Any = None
         self.failure: FunctionError | None = None
+        self.escaped: BaseException | None = None  # a KeyboardInterrupt, SystemExit...: passed on as is
         self.retire: str | None = None
         self.status: str | None = None
         self.marshal = True  # Lambda returns JSON; a wrapped web app's response is not
@@ -190,6 +192,15 @@ class _Invocation:
         self.result, self.failure = result, failure
         return failure
 
+    def escape(self, pool: Pool, exc: BaseException) -> None:
+        """A BaseException that is not an Exception (KeyboardInterrupt, SystemExit, GeneratorExit)
+        left the code: end the invocation as failed and retire the context; the caller re-raises `exc`."""
+        self.retire = f"{type(exc).__name__} was raised"
+        try:
+            self.finish(pool, None, exc)
+        except FunctionError:
+            pass
+
     def _memory_check(self) -> MemoryLimitExceeded | None:
         ceiling = self.ceiling
         if ceiling is None or self.retire is not None:
@@ -218,6 +229,8 @@ class _Invocation:
             used = scratch_usage_mb(ctx._tmp)
             if used > tmp_mb:
                 self.retire = f"scratch directory holds {used:.1f} MB, over tmp_mb={tmp_mb}"
+        if self.lc._deferred:
+            drop_deferred(self.lc, self.retire or "the invocation ended before it ran")
         if self.logging or self.lc._log is not None:
             self._report()
         failure = self.failure
@@ -289,6 +302,11 @@ def _run_here(
             result, error = ctx.settle((target or ctx._target)(event, lc)), None
         except Exception as exc:
             result, error = None, exc
+        except BaseException as exc:
+            if early is not None:  # (the caller waits for this lock, then re-raises the exception)
+                early[0].escaped = exc
+                early[1].release()
+            raise
         if early is not None:
             invocation, ready = early
             invocation.outcome(result, error)
@@ -303,7 +321,7 @@ def run_sync(function: Function[Any], event: Any, request_id: str, deadline: flo
     if function.config.isolation == "process":
         return _process().run_sync(function, event, request_id, deadline)
     pool = function._pool(None)
-    ctx, cold = pool.acquire()
+    ctx, cold = pool.acquire(request_id)
     invocation = _Invocation(function, ctx, request_id, cold, deadline)
     try:
         result, error = ctx.worker.call(_run_here, ctx, invocation.lc, event, timeout=invocation.remaining())
@@ -312,6 +330,9 @@ def run_sync(function: Function[Any], event: Any, request_id: str, deadline: flo
             function._count_abandoned()
         invocation.lc._done = True
         result, error = None, _TimedOut()
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit... from the handler: passed on unchanged
+        invocation.escape(pool, exc)
+        raise
     return invocation.finish(pool, result, error)
 
 
@@ -330,7 +351,7 @@ class SyncRun:
         target: Callable[[Any, LambdaContext], Any] | None = None,
     ) -> None:
         self.pool = pool = function._pool(None)
-        ctx, cold = pool.acquire()
+        ctx, cold = pool.acquire(request_id)
         self.function = function
         self.ctx = ctx
         self.invocation = _Invocation(function, ctx, request_id, cold, None)
@@ -342,9 +363,19 @@ class SyncRun:
         self._completed = False
 
     def ready(self) -> tuple[Any, FunctionError | None] | None:
-        """The handler's (result, failure), or None if the deadline passed first."""
+        """The handler's (result, failure), or None if the deadline passed first.
+
+        A BaseException that is not an Exception (KeyboardInterrupt, SystemExit...) is raised
+        here, unchanged, once the context is retired.
+        """
         if not self._ready.acquire(timeout=max(0.0, self.invocation.remaining())):
             return None
+        escaped = self.invocation.escaped
+        if escaped is not None:
+            self._completed = True
+            self._call.done.acquire(timeout=max(0.0, self.invocation.remaining()))
+            self.invocation.escape(self.pool, escaped)
+            raise escaped
         return self.invocation.result, self.invocation.failure
 
     def settle(self) -> FunctionError | None:
@@ -406,7 +437,7 @@ async def run_async(
     pool = function._loop_pool()
     ctx, cold = pool.take(), False
     if ctx is None:
-        ctx, cold = await pool.aacquire()
+        ctx, cold = await pool.aacquire(request_id)
     invocation = _Invocation(function, ctx, request_id, cold, deadline, log)
     lc = invocation.lc
     if on_start is not None:

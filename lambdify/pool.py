@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .background import current_task_getter
 from .context import ExecutionContext
 from .errors import InitError, TooManyRequests, stack_trace
+from .isolation.main_thread import main_thread_worker
 from .isolation.thread import ThreadStartError
 from .limits import DeadlineWatch
 from .logs import log_init_start, logger
@@ -60,10 +61,15 @@ class _Waiter:
 class Pool:
     """Contexts of one Function for one event loop (`loop=None`: for sync invocations)."""
 
-    def __init__(self, function: Function[Any], loop: asyncio.AbstractEventLoop | None) -> None:
+    def __init__(
+        self, function: Function[Any], loop: asyncio.AbstractEventLoop | None, main_thread: bool = False
+    ) -> None:
         self.function = function
         self.config = function.config
         self.loop = loop
+        # Contexts whose code runs inline on the main thread (WSGI under gunicorn's sync worker):
+        # only that thread uses the pool, and idle ones expire when it next asks for one.
+        self.main_thread = main_thread
         self._lock = threading.Lock()
         self._idle: dict[str, ExecutionContext] = {}  # active == 0, in release order: newest last
         self._warm: list[ExecutionContext] = []  # provisioned and idle: never expire
@@ -81,7 +87,8 @@ class Pool:
         function._count_pool(self)
         self.watch = DeadlineWatch(loop)  # the deadlines of this loop's invocations
         self.current_task = current_task_getter() if loop is not None else _no_task
-        _janitor.watch(self)
+        if not main_thread:
+            _janitor.watch(self)
 
     def __repr__(self) -> str:
         return f"<Pool {self.config.name} loop={self.loop!r} contexts={len(self._contexts)}>"
@@ -161,8 +168,11 @@ class Pool:
 
     # -- sync callers ---------------------------------------------------------------------
 
-    def acquire(self) -> tuple[ExecutionContext, bool]:
-        """A context for one invocation, and whether it was created for it (a cold start)."""
+    def acquire(self, request_id: str | None = None) -> tuple[ExecutionContext, bool]:
+        """A context for one invocation, and whether it was created for it (a cold start).
+
+        `request_id` is the invocation's: an `InitError` of the INIT it triggers carries it.
+        """
         with self._lock:
             ctx, waiter, expired = self._claim()
             if waiter is not None:
@@ -177,21 +187,21 @@ class Pool:
                 return waiter.context, False
             if not waiter.create:
                 raise TooManyRequests(f"function {self.config.name!r} is shutting down")
-        return self._create(), True
+        return self._create(request_id=request_id), True
 
-    def _create(self, provisioned: bool = False) -> ExecutionContext:
+    def _create(self, provisioned: bool = False, request_id: str | None = None) -> ExecutionContext:
         ctx = self._new_context(provisioned)
         try:
             ctx.start(self.config.init_timeout)
         except TimeoutError as timeout:
-            self._init_failed(ctx, timeout, abandoned=ctx.abandon_init(timeout))
+            self._init_failed(ctx, timeout, request_id, abandoned=ctx.abandon_init(timeout))
         except (Exception, ThreadStartError) as exc:
-            self._init_failed(ctx, exc)
+            self._init_failed(ctx, exc, request_id)
         return self._created(ctx)
 
     # -- async callers --------------------------------------------------------------------
 
-    async def aacquire(self) -> tuple[ExecutionContext, bool]:
+    async def aacquire(self, request_id: str | None = None) -> tuple[ExecutionContext, bool]:
         import asyncio
 
         with self._lock:
@@ -214,9 +224,9 @@ class Pool:
                 return waiter.context, False
             if not waiter.create:
                 raise TooManyRequests(f"function {self.config.name!r} is shutting down")
-        return await self._acreate(), True
+        return await self._acreate(request_id=request_id), True
 
-    async def _acreate(self, provisioned: bool = False) -> ExecutionContext:
+    async def _acreate(self, provisioned: bool = False, request_id: str | None = None) -> ExecutionContext:
         import asyncio
 
         ctx = self._new_context(provisioned)
@@ -225,15 +235,17 @@ class Pool:
                 await ctx.ainit()
         except TimeoutError as exc:
             ctx.cancel_init()  # a sync step still running was abandoned (and counted) by acall
-            self._init_failed(ctx, exc)
+            self._init_failed(ctx, exc, request_id)
         except (Exception, ThreadStartError) as exc:
-            self._init_failed(ctx, exc)
+            self._init_failed(ctx, exc, request_id)
         return self._created(ctx)
 
     # -- creation -------------------------------------------------------------------------
 
     def _new_context(self, provisioned: bool) -> ExecutionContext:
         ctx = self.function._context_class(self.function, self.loop)
+        if self.main_thread:
+            ctx._worker = main_thread_worker()  # type: ignore[assignment]  # (Worker's surface)
         ctx.active = 0 if provisioned else 1
         ctx.provisioned = provisioned
         ctx.init_ms = time.perf_counter()
@@ -253,13 +265,16 @@ class Pool:
                 self._partial[ctx.id] = ctx
         return ctx
 
-    def _init_failed(self, ctx: ExecutionContext, exc: BaseException, abandoned: bool = False) -> None:
+    def _init_failed(
+        self, ctx: ExecutionContext, exc: BaseException, request_id: str | None, abandoned: bool = False
+    ) -> None:
         if isinstance(exc, InitError):
             error = exc
+            error.request_id = error.request_id or request_id
         elif isinstance(exc, TimeoutError):
-            error = InitError(f"Init timed out after {self.config.init_timeout:.2f} seconds")
+            error = InitError(f"Init timed out after {self.config.init_timeout:.2f} seconds", None, request_id)
         else:
-            error = InitError(f"{type(exc).__name__}: {exc}", stack_trace(exc))
+            error = InitError(f"{type(exc).__name__}: {exc}", stack_trace(exc), request_id)
         if abandoned:
             self.function._count_abandoned()
         self.function._count("init_errors")

@@ -8,20 +8,25 @@ soon as the handler's result is ready; the flush of deferred work finishes in th
 
 from __future__ import annotations
 
+import atexit
 import json
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Final
 
-from .context import new_request_id
+from .background import flush_here
+from .context import _current, new_request_id
 from .endpoint import MAX_SYNC_PAYLOAD
 from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, TooManyRequests
 from .events import BadResponse, request_event, response_from_result
-from .invocation import SyncRun
+from .invocation import SyncRun, _Invocation, _TimedOut
+from .isolation import main_thread
 from .logs import logger
 
 if TYPE_CHECKING:
     from .function import Function
+    from .pool import Pool
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -82,20 +87,87 @@ def json_response(start_response: StartResponse, status: int, message: str, requ
     return [body]
 
 
-class _Flushing:
-    """A response body whose `close()` waits for the invocation's flush (the WSGI `waitUntil`)."""
+class _Body:
+    """A response body that ends its invocation when it is exhausted or closed, whichever comes first.
 
-    def __init__(self, chunks: Iterable[bytes], run: SyncRun) -> None:
-        self._chunks = chunks
-        self._run = run
+    WSGI servers close a body after sending it; test clients often only read it to the end
+    (Flask's `test_client()` without `with`). A body neither exhausted nor closed ends its
+    invocation when it is garbage-collected (with a warning line), or at interpreter exit.
+    """
+
+    __slots__ = ("__weakref__", "_ended")
+
+    def __init__(self) -> None:
+        self._ended = False
+        _open.add(self)
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._chunks)
+        return self
+
+    def __next__(self) -> bytes:
+        raise NotImplementedError
 
     def close(self) -> None:
+        if not self._ended:
+            self._ended = True
+            _open.discard(self)
+            self._end()
+
+    def _end(self) -> None:
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        raise NotImplementedError
+
+    def _release(self, why: str) -> None:
+        """End an abandoned body's invocation, never raising (from `__del__` and at exit)."""
+        if self._ended:
+            return
+        logger.warning("%s: %s; its invocation ends now", self._describe(), why)
+        try:
+            self.close()
+        except BaseException as exc:  # noqa: B036 - nobody is left to raise it to
+            logger.error("%s: ending its invocation failed: %r", self._describe(), exc)
+
+    def __del__(self) -> None:
+        self._release("response body garbage-collected without being read to the end or closed")
+
+
+_open: weakref.WeakSet[_Body] = weakref.WeakSet()
+
+
+def _release_open_bodies() -> None:
+    for body in list(_open):
+        body._release("response body still open at exit")
+
+
+atexit.register(_release_open_bodies)  # (after the pools' own exit hook is registered: it runs first)
+
+
+class _Flushing(_Body):
+    """A collected response whose end waits for the invocation's flush on its context's thread."""
+
+    __slots__ = ("_chunks", "_run")
+
+    def __init__(self, chunks: Iterable[bytes], run: SyncRun) -> None:
+        self._chunks = iter(chunks)
+        self._run = run
+        super().__init__()
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self.close()
+            raise
+
+    def _end(self) -> None:
         error = self._run.settle()
         if error is not None:
             logger.debug("RequestId: %s failed after its response was sent: %s", self._run.lc.aws_request_id, error)
+
+    def _describe(self) -> str:
+        return f"RequestId: {self._run.lc.aws_request_id}"
 
 
 class FunctionWSGI:
@@ -177,28 +249,20 @@ class FunctionWSGI:
         return [payload]
 
 
-class _Response:
-    """What the wrapped WSGI app produced, collected on the execution context's thread."""
-
-    __slots__ = ("body", "exc_info", "headers", "status")
-
-    def __init__(self) -> None:
-        self.status = "500 Internal Server Error"
-        self.headers: list[tuple[str, str]] = []
-        self.body: list[bytes] = []
-        self.exc_info: Any = None
-
-
 class WSGIMiddleware:
     """Each request to the wrapped WSGI app (Flask, Django, ...) is an invocation on a per-worker
     execution context, one request per context at a time.
 
     ```python
-    app.wsgi_app = WSGIMiddleware(app.wsgi_app, timeout=10, init=setup)   # Flask
+    app.wsgi_app = WSGIMiddleware(app.wsgi_app, timeout=10, init=setup)   # Flask, or:
+    app = WSGIMiddleware(flask_app, timeout=10)
     ```
-    The app runs on its context's thread while the server thread waits with the deadline, so a
-    slow request gets a 504 and the server thread is free again. The response body is
-    collected within the deadline, then sent; deferred work is flushed after it.
+    On the process's main thread (gunicorn's sync worker, wsgiref) the app runs right there,
+    under a SIGALRM deadline (see `isolation.main_thread`). On other threads (gthread, waitress)
+    it runs on its context's thread while the server thread waits with the deadline, so that a
+    stuck request still gets its 504 and the server thread is free again; the response body is
+    collected within the deadline, then sent. Deferred work is flushed once the body has been
+    read to the end or closed.
     """
 
     def __init__(self, app: Callable[[Environ, StartResponse], Iterable[bytes]], **options: Any) -> None:
@@ -206,6 +270,32 @@ class WSGIMiddleware:
 
         self.app = app
         self.function = middleware_function(app, {**MIDDLEWARE_DEFAULTS, "concurrency": 1}, options)
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if main_thread.available():
+            return self._inline(environ, start_response)
+        return self._hand_off(environ, start_response)
+
+    # -- inline, on the main thread -------------------------------------------------------
+
+    def _inline(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        pool = self.function._main_thread_pool()
+        ctx = pool.take()
+        cold = False
+        request_id = None
+        if ctx is None:
+            request_id = new_request_id()
+            try:
+                ctx, cold = pool.acquire(request_id)
+            except TooManyRequests:
+                return json_response(start_response, 429, "Too Many Requests", request_id)
+            except FunctionError as exc:
+                logger.error("RequestId: %s INIT failed: %s", request_id, exc)
+                return json_response(start_response, 502, "Internal Server Error", request_id)
+        invocation = _Invocation(self.function, ctx, request_id, cold, None)
+        return _InlineBody(invocation, pool, start_response).start(self.app, environ)
+
+    # -- handed off to the context's thread ---------------------------------------------
 
     def _run_app(self, environ: Environ, context: Any) -> _Response:
         environ["lambdify.context"] = context
@@ -224,7 +314,7 @@ class WSGIMiddleware:
                 close()
         return response
 
-    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    def _hand_off(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         request_id = new_request_id()
         try:
             run = SyncRun(self.function, environ, request_id, target=self._run_app)
@@ -233,7 +323,7 @@ class WSGIMiddleware:
         except FunctionError as exc:
             logger.error("RequestId: %s INIT failed: %s", request_id, exc)
             return json_response(start_response, 502, "Internal Server Error", request_id)
-        outcome = run.ready()
+        outcome = run.ready()  # (raises a KeyboardInterrupt, SystemExit... of the app's, as is)
         if outcome is None:
             run.settle()
             return json_response(start_response, 504, "Endpoint request timed out", request_id)
@@ -245,3 +335,216 @@ class WSGIMiddleware:
             raise failure.__cause__  # the app's own exception, as the server would have seen it
         start_response(response.status, response.headers, response.exc_info)
         return _Flushing(response.body, run)
+
+
+class _Response:
+    """What the wrapped WSGI app produced, collected on the execution context's thread."""
+
+    __slots__ = ("body", "exc_info", "headers", "status")
+
+    def __init__(self) -> None:
+        self.status = "500 Internal Server Error"
+        self.headers: list[tuple[str, str]] = []
+        self.body: list[bytes] = []
+        self.exc_info: Any = None
+
+
+class _InlineBody(_Body):
+    """One inline request: the app called on the main thread under the alarm, and its body.
+
+    The alarm is armed only while the app's code runs (the call, each step of its body, its
+    `close()` and the deferred work), so that it never goes off in the server's or a test's code
+    between steps. The server's `start_response` is called only once the app has returned (or
+    produced its first chunk), so that a request that times out before that still gets its 504.
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_deadline",
+        "_exc_info",
+        "_headers",
+        "_invocation",
+        "_iterable",
+        "_pool",
+        "_sent",
+        "_server_start",
+        "_status",
+        "_write",
+    )
+
+    def __init__(self, invocation: _Invocation, pool: Pool, start_response: StartResponse) -> None:
+        self._invocation = invocation
+        self._pool = pool
+        self._server_start = start_response
+        self._deadline = main_thread.Deadline()
+        self._status: str | None = None
+        self._headers: list[tuple[str, str]] = []
+        self._exc_info: Any = None
+        self._sent = False  # the server has been given the status line
+        self._write: Callable[[bytes], Any] | None = None
+        self._iterable: Any = None
+        self._chunks: Iterator[bytes] | None = None
+        super().__init__()
+
+    def _timed_out(self) -> InvocationTimeout:
+        invocation = self._invocation
+        return InvocationTimeout(invocation.timeout, invocation.lc.aws_request_id)
+
+    def _start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if self._sent:
+            if exc_info is None:
+                raise AssertionError("start_response called a second time without exc_info (PEP 3333)")
+            return self._server_start(status, headers, exc_info)  # (the server re-raises it)
+        self._status, self._headers, self._exc_info = status, headers, exc_info
+        return self._legacy_write
+
+    def _legacy_write(self, data: bytes) -> None:
+        self._send_status()
+        assert self._write is not None
+        self._write(data)
+
+    def _send_status(self) -> None:
+        if not self._sent and self._status is not None:
+            self._sent = True
+            self._write = self._server_start(self._status, self._headers, self._exc_info)
+            self._exc_info = None
+
+    @main_thread.shielded
+    def start(self, app: Callable[[Environ, StartResponse], Iterable[bytes]], environ: Environ) -> Iterable[bytes]:
+        invocation = self._invocation
+        lc = invocation.lc
+        ctx = invocation.ctx
+        ctx._serial += 1  # a new invocation: resources are checked again at their first use
+        ctx.invocations += 1
+        environ["lambdify.context"] = lc
+        token = _current.set(lc)
+        main_thread.arm(invocation.remaining(), self._deadline)
+        try:
+            iterable = app(environ, self._start_response)
+        except BaseException as exc:  # noqa: B036 - each kind is handled in _failed
+            main_thread.disarm()
+            _current.reset(token)
+            return self._failed(exc)
+        main_thread.disarm()
+        _current.reset(token)
+        self._iterable = iterable
+        self._chunks = iter(iterable)
+        if self._deadline.fired:
+            return self._failed(None)
+        if invocation.ceiling is not None and invocation.outcome(None, None) is not None:
+            return self._answer_now(500, "Memory limit exceeded")
+        self._send_status()
+        return self
+
+    @main_thread.shielded
+    def __next__(self) -> bytes:
+        if self._ended:
+            raise StopIteration
+        invocation = self._invocation
+        assert self._chunks is not None
+        token = _current.set(invocation.lc)
+        main_thread.arm(invocation.remaining(), self._deadline)
+        try:
+            chunk = next(self._chunks)
+        except StopIteration:
+            main_thread.disarm()
+            _current.reset(token)
+            self.close()
+            raise
+        except BaseException as exc:  # noqa: B036 - handled below, then raised on
+            main_thread.disarm()
+            _current.reset(token)
+            self._ended = True
+            _open.discard(self)
+            self._finish(exc)
+            if self._deadline.fired:
+                raise self._timed_out() from None  # (the server closes the connection)
+            raise
+        main_thread.disarm()
+        _current.reset(token)
+        if not self._sent:
+            self._send_status()  # (an app whose start_response is called in its body's first step)
+        return chunk
+
+    def _failed(self, exc: BaseException | None) -> Iterable[bytes]:
+        """The app raised, or ran out of time, before its response was handed to the server."""
+        if self._deadline.fired:
+            if not self._sent:
+                return self._answer_now(504, "Endpoint request timed out", close_app=True)
+            self._ended = True
+            _open.discard(self)
+            self._finish(_TimedOut())
+            raise self._timed_out()  # the status line has gone out: the server closes the connection
+        self._ended = True
+        _open.discard(self)
+        assert exc is not None
+        self._finish(exc)
+        raise exc  # the app's own exception, unchanged, as the server would have seen it
+
+    def _answer_now(self, status: int, message: str, close_app: bool = False) -> list[bytes]:
+        """Answer for the app (504, 500) and end the invocation; the app's body is closed unread."""
+        self._ended = True
+        _open.discard(self)
+        iterable = self._iterable
+        if iterable is not None and hasattr(iterable, "close"):
+            try:
+                iterable.close()
+            except Exception:
+                logger.exception("closing the response of a request that timed out failed")
+        error: BaseException | None = _TimedOut() if status == 504 else None
+        request_id = self._invocation.lc.aws_request_id
+        try:
+            self._finish(error, decided=status == 500)
+        except (InvocationTimeout, MemoryLimitExceeded):
+            pass
+        return json_response(self._server_start, status, message, request_id)
+
+    @main_thread.shielded
+    def _end(self) -> None:
+        """The body was read to the end or closed: close the app's body, flush, release the context."""
+        invocation = self._invocation
+        lc = invocation.lc
+        timed = main_thread.available()  # (a body garbage-collected on another thread runs untimed)
+        token = _current.set(lc)
+        if timed:
+            main_thread.arm(invocation.remaining(), self._deadline)
+        error: BaseException | None = None
+        try:
+            close = getattr(self._iterable, "close", None)
+            if close is not None:
+                close()
+            flush_here(invocation.ctx, lc)
+        except BaseException as exc:  # noqa: B036 - handled below
+            error = exc
+        finally:
+            if timed:
+                main_thread.disarm()
+            _current.reset(token)
+        if self._deadline.fired:
+            error = _TimedOut()
+        try:
+            self._finish(error, decided=invocation.ceiling is not None and error is None)
+        except FunctionError:
+            if error is not None and not isinstance(error, _TimedOut):
+                raise error from None  # the app's close() raised: the server sees it, as without lambdify
+        if error is not None and not isinstance(error, Exception):
+            raise error
+
+    def _finish(self, error: BaseException | None, decided: bool = False) -> None:
+        invocation = self._invocation
+        if isinstance(error, InvocationTimeout) or self._deadline.fired:
+            error = _TimedOut()
+        if error is not None and not isinstance(error, Exception):
+            invocation.escape(self._pool, error)
+            return
+        try:
+            invocation.finish(self._pool, None, error, decided=decided)
+        except FunctionError:
+            if error is None:
+                raise
+            if not isinstance(error, _TimedOut):
+                return  # (logged by the invocation; the caller raises the app's exception)
+            raise
+
+    def _describe(self) -> str:
+        return f"RequestId: {self._invocation.lc.aws_request_id}"

@@ -398,7 +398,7 @@ def run_sync(function: Function[Any], event: Any, request_id: str, deadline: flo
     pool = function._pool(None)
     ctx, cold = pool.take(), False
     if ctx is None:
-        ctx, cold = pool.acquire()
+        ctx, cold = pool.acquire(request_id)
     assert isinstance(ctx, ProcessContext) and ctx.channel is not None
     invocation = _Invocation(function, ctx, request_id, cold, deadline)
     invocation.peak_before = float("inf")  # memory_mb is enforced in the child
@@ -435,7 +435,7 @@ async def run_async(
     pool = function._pool(asyncio.get_running_loop())
     ctx, cold = pool.take(), False
     if ctx is None:
-        ctx, cold = await pool.aacquire()
+        ctx, cold = await pool.aacquire(request_id)
     assert isinstance(ctx, ProcessContext) and ctx.channel is not None
     invocation = _Invocation(function, ctx, request_id, cold, deadline, log)
     invocation.peak_before = float("inf")

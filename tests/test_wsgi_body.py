@@ -1,0 +1,195 @@
+"""When a WSGI response is done (DESIGN.md §5): exhausted or closed, whichever comes first, and
+what passes through untouched. In-process with Flask's test client, as users run their tests:
+on the main thread (the inline path) and on another thread (the hand-off path)."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from flask import Flask
+
+from lambdify import WSGIMiddleware, current_context
+
+T = TypeVar("T")
+
+
+def _on_thread(fn: Callable[[], T]) -> T:
+    """Run `fn` on a thread that is not the main one (the hand-off path), and return its result."""
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append((True, fn()))
+        except BaseException as exc:  # noqa: B036 - handed back to the test
+            box.append((False, exc))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+PATHS = [pytest.param(lambda fn: fn(), id="inline"), pytest.param(_on_thread, id="hand-off")]
+
+
+def _flask_app(done: list[str]) -> Flask:
+    app = Flask(__name__)
+
+    @app.get("/")
+    def index() -> dict[str, Any]:
+        context = current_context()
+        context.defer(done.append, context.aws_request_id)
+        return {"request_id": context.aws_request_id}
+
+    @app.get("/interrupt")
+    def interrupt() -> str:
+        raise KeyboardInterrupt
+
+    @app.get("/exit")
+    def exit_() -> str:
+        raise SystemExit(3)
+
+    return app
+
+
+@pytest.mark.parametrize("run", PATHS)
+def test_bodies_read_to_the_end_but_never_closed_release_their_context(run: Any) -> None:
+    done: list[str] = []
+    app = _flask_app(done)
+    middleware = WSGIMiddleware(app.wsgi_app)
+    app.wsgi_app = middleware  # type: ignore[method-assign]
+
+    def forty_unclosed() -> list[int]:
+        client = app.test_client()
+        kept = []  # (held, so that none is released by garbage collection)
+        for _ in range(40):
+            response = client.get("/")  # no `with`, no close(): reading the JSON exhausts the body
+            assert response.get_json()["request_id"]
+            kept.append(response)
+        return [response.status_code for response in kept]
+
+    statuses = run(forty_unclosed)
+    assert statuses == [200] * 40  # with 16 pinned contexts, the 17th would have been a 429
+    assert len(done) == 40  # and every invocation's deferred work ran
+    stats = middleware.function.stats()
+    assert stats["invocations"] == 40 and stats["throttles"] == 0
+    assert stats["contexts_alive"] == 1  # one request at a time: one warm context, reused
+    middleware.function.shutdown()
+
+
+@pytest.mark.parametrize("run", PATHS)
+def test_a_body_neither_read_nor_closed_is_released_when_collected(run: Any, caplog: pytest.LogCaptureFixture) -> None:
+    done: list[str] = []
+    app = _flask_app(done)
+    middleware = WSGIMiddleware(app)
+
+    def unread() -> int:
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SERVER_NAME": "x", "SERVER_PORT": "80"}
+        environ |= {"wsgi.url_scheme": "http", "wsgi.input": None, "SERVER_PROTOCOL": "HTTP/1.1"}
+        body = middleware(environ, lambda status, headers, exc_info=None: None)
+        del body
+        gc.collect()
+        return middleware.function.stats()["contexts_alive"]
+
+    with caplog.at_level(logging.WARNING, logger="lambdify"):
+        run(unread)
+    assert len(done) == 1  # the deferred work ran at collection
+    assert any("garbage-collected" in record.getMessage() for record in caplog.records)
+    stats = middleware.function.stats()
+    assert stats["invocations"] == 1 and stats["contexts_alive"] == 1
+    run(unread)  # the context was back in the pool: the next request is warm
+    stats = middleware.function.stats()
+    assert stats["invocations"] == 2 and stats["cold_starts"] == 1 and stats["warm_starts"] == 1
+    middleware.function.shutdown()
+
+
+@pytest.mark.parametrize("run", PATHS)
+@pytest.mark.parametrize(
+    ("path", "exc_type"), [("/interrupt", KeyboardInterrupt), ("/exit", SystemExit)], ids=["interrupt", "exit"]
+)
+def test_base_exceptions_pass_through_unchanged_and_retire_the_context(
+    run: Any, path: str, exc_type: type[BaseException]
+) -> None:
+    app = _flask_app([])
+    middleware = WSGIMiddleware(app.wsgi_app)
+    app.wsgi_app = middleware  # type: ignore[method-assign]
+    client = app.test_client()
+    started = time.monotonic()
+    with pytest.raises(exc_type):
+        run(lambda: client.get(path))
+    assert time.monotonic() - started < 2  # never the 30 s deadline's 504
+    stats = middleware.function.stats()
+    assert stats["contexts_retired"] == 1 and stats["contexts_alive"] == 0
+    assert stats["errors"] == 1 and stats["timeouts"] == 0
+    assert run(lambda: client.get("/").status_code) == 200  # a fresh context serves the next one
+    middleware.function.shutdown()
+
+
+def test_flasks_own_baseexception_test_passes_wrapped() -> None:
+    # Flask's tests/test_basic.py::test_baseexception_error_handling, with the app wrapped.
+    app = Flask(__name__)
+    app.config.update(TESTING=True)
+    app.wsgi_app = WSGIMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+
+    @app.route("/")
+    def broken_func() -> str:
+        raise KeyboardInterrupt()
+
+    client = app.test_client()
+    with client:
+        with pytest.raises(KeyboardInterrupt):
+            client.get("/")
+
+
+EXIT_SCRIPT = """
+import sys, time
+from flask import Flask
+from lambdify import WSGIMiddleware, current_context
+
+app = Flask(__name__)
+
+def record(line):
+    with open("deferred.txt", "a") as out:
+        out.write(line + "\\n")
+
+@app.get("/")
+def index():
+    current_context().defer(record, current_context().aws_request_id)
+    return "ok"
+
+app.wsgi_app = WSGIMiddleware(app.wsgi_app)
+client = app.test_client()
+read = []
+for _ in range(30):
+    read.append(client.get("/"))
+    assert read[-1].data == b"ok"  # read to the end, never closed
+unread = [client.get("/") for _ in range(10)]  # neither read nor closed, still referenced at exit
+print(sum(1 for response in read + unread if response.status_code == 200))
+print(time.time(), flush=True)
+"""
+
+
+def test_the_interpreter_exits_promptly_after_unclosed_responses(tmp_path: Path) -> None:
+    script = tmp_path / "unclosed.py"
+    script.write_text(textwrap.dedent(EXIT_SCRIPT))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    exited = time.time()
+    assert proc.returncode == 0, proc.stderr
+    count, ended = proc.stdout.split()
+    assert count == "40"
+    assert exited - float(ended) < 1.0, f"exit took {exited - float(ended):.2f} s"
+    assert len(set((tmp_path / "deferred.txt").read_text().split())) == 40  # nothing pending was lost
+    assert proc.stderr.count("still open at exit") == 0  # (the library logs to a NullHandler)
