@@ -24,6 +24,7 @@ from .errors import MemoryLimitExceeded as MemoryLimitExceeded
 from .errors import TooManyRequests as TooManyRequests
 from .function import Function as Function
 from .function import handler as handler
+from .function import stats as stats
 
 if _typing.TYPE_CHECKING:
     from .app import FunctionApp as FunctionApp
@@ -64,4 +65,5 @@ __all__ = [
     "WSGIMiddleware",
     "current_context",
     "handler",
+    "stats",
 ]

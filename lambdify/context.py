@@ -105,6 +105,11 @@ class ExecutionContext:
     # -- public surface -------------------------------------------------------------------
 
     @property
+    def function(self) -> Function[Any]:
+        """The Function (or the middleware's Function) this context belongs to: `.stats()`, `.name`..."""
+        return self._function
+
+    @property
     def tmp(self) -> Path:
         """This context's private scratch directory (mode 0700), created on first use."""
         if self._tmp is None:

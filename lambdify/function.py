@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import itertools
 import os
 import threading
 import time
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from .context import ExecutionContext
     from .wsgi import FunctionWSGI
 
-__all__ = ["Function", "handler"]
+__all__ = ["Function", "handler", "stats"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _CO_COROUTINE = 0x80
@@ -45,6 +46,7 @@ _COUNTERS = (
     "init_errors",
 )
 _functions: weakref.WeakSet[Function[Any]] = weakref.WeakSet()
+_serials = itertools.count()
 MAIN_THREAD: Final = "main thread"  # the key of the pool whose contexts run inline on the main thread
 
 
@@ -99,6 +101,7 @@ class Function(Generic[F]):
         self._wsgi: FunctionWSGI | None = None
         self.arn = function_arn(config.name)
         self.log_group_name = f"/aws/lambda/{config.name}"
+        self._serial = next(_serials)  # (creation order, for lambdify.stats())
         _functions.add(self)
 
     def __repr__(self) -> str:
@@ -324,6 +327,24 @@ class Function(Generic[F]):
         stats["resources"] = {name: dict(counts) for name, counts in self._resource_stats.items()}
         return stats
 
+    def _contexts(self) -> list[dict[str, Any]]:
+        """Each live context of this worker process: id, state, age, invocations."""
+        now = time.time()
+        contexts = []
+        for pool in list(self._pools.values()):
+            for ctx in list(pool._contexts.values()):
+                contexts.append(
+                    {
+                        "id": ctx.id,
+                        "pid": os.getpid(),
+                        "state": "busy" if ctx.active else "idle",
+                        "age_s": round(now - ctx.created_at, 3),
+                        "invocations": ctx.invocations,
+                        "provisioned": ctx.provisioned,
+                    }
+                )
+        return contexts
+
     def _count(self, key: str, n: int = 1) -> None:
         with self._stats_lock:
             self._stats[key] += n
@@ -370,6 +391,26 @@ class Function(Generic[F]):
         if alive > self.config.max_abandoned_threads and self._unhealthy is None:
             self._unhealthy = f"{alive} threads abandoned after timeouts, over max_abandoned_threads"
             request_restart(f"{self.config.name}: {self._unhealthy}")
+
+
+def stats() -> dict[str, dict[str, Any]]:
+    """Every Function and middleware of this process, by name: `fn.stats()` plus its contexts.
+
+    ```python
+    import lambdify
+    lambdify.stats()["app"]["invocations"]      # e.g. an ASGIMiddleware nobody holds
+    ```
+    Two functions with one name (two middlewares left at the default "app") are told apart
+    as `app`, `app#2`, ...
+    """
+    report: dict[str, dict[str, Any]] = {}
+    for function in sorted(_functions, key=lambda fn: fn._serial):
+        key, n = function.config.name, 1
+        while key in report:
+            n += 1
+            key = f"{function.config.name}#{n}"
+        report[key] = {**function.stats(), "contexts": function._contexts()}
+    return report
 
 
 def _provisioned(pool: Pool) -> int:

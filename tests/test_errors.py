@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +16,7 @@ from lambdify import (
     LambdifyError,
     MemoryLimitExceeded,
     TooManyRequests,
+    handler,
 )
 
 FIELDS = ("error_type", "error_message", "stack_trace", "request_id")
@@ -148,3 +152,35 @@ def test_too_many_requests_is_not_a_function_error() -> None:
 def test_every_error_is_a_lambdify_error(cls: type[Exception]) -> None:
     assert issubclass(cls, LambdifyError)
     assert cls.__doc__
+
+
+def test_user_frames_are_kept_in_a_folder_named_lambdify(tmp_path: Path) -> None:
+    # A default `git clone` of this repository is a folder named `lambdify`: its tests and
+    # examples are user code, whose frames belong in the stack trace.
+    folder = tmp_path / "lambdify" / "examples"
+    folder.mkdir(parents=True)
+    (folder / "failing_handler.py").write_text(
+        "from lambdify import handler\n\n@handler\ndef failing(event, context):\n    raise ValueError('boom')\n"
+    )
+    spec = importlib.util.spec_from_file_location("failing_handler", folder / "failing_handler.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(FunctionError) as raised:
+        module.failing.invoke({})
+    trace = "".join(raised.value.stack_trace)
+    assert "failing_handler.py" in trace and "raise ValueError('boom')" in trace
+    assert "lambdify/invocation.py" not in trace  # lambdify's own frames are still left out
+
+
+def test_an_init_error_carries_the_request_id_of_the_invocation_that_triggered_it() -> None:
+    def setup(ctx: Any) -> None:
+        raise RuntimeError("no database")
+
+    fn = handler(name="init-fails", init=setup)(lambda event, context: 1)
+    with pytest.raises(InitError) as raised:
+        fn.invoke({})
+    request_id = raised.value.request_id
+    assert request_id is not None and len(request_id) == 36
+    assert raised.value.to_payload()["requestId"] == request_id
+    assert pickle.loads(pickle.dumps(raised.value)).request_id == request_id

@@ -19,6 +19,7 @@ DESIGN_NAMES = {
     "MemoryLimitExceeded",
     "InitError",
     "TooManyRequests",
+    "stats",
 }
 
 
