@@ -98,6 +98,9 @@ class ExecutionContext:
         self.active = 0
         self.retired = False
         self.idle_since = 0.0
+        # A weak reference to what holds this context's invocation open after its handler returned
+        # (a WSGI response body not yet read or closed); ended, with a warning, at exit.
+        self.holder: Callable[[], Any] | None = None
 
     def __repr__(self) -> str:
         return f"<ExecutionContext {self.function_name} {self.id[:8]} invocations={self.invocations}>"

@@ -450,6 +450,12 @@ def _shutdown_all() -> None:
 
     pool.exiting = True
     for function in list(_functions):
+        for each in list(function._pools.values()):
+            for ctx in list(each._contexts.values()):
+                holder = ctx.holder() if ctx.holder is not None and ctx.active else None
+                if holder is not None:
+                    holder.end_at_exit()  # (a response body still open: its invocation ends now)
+    for function in list(_functions):
         if function._pools:
             function.config = function.config.replace(shutdown_grace=min(function.config.shutdown_grace, 5.0))
             function.shutdown()

@@ -8,7 +8,6 @@ soon as the handler's result is ready; the flush of deferred work finishes in th
 
 from __future__ import annotations
 
-import atexit
 import json
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +24,7 @@ from .isolation import main_thread
 from .logs import logger
 
 if TYPE_CHECKING:
+    from .context import ExecutionContext
     from .function import Function
     from .pool import Pool
 
@@ -97,9 +97,9 @@ class _Body:
 
     __slots__ = ("__weakref__", "_ended")
 
-    def __init__(self) -> None:
+    def __init__(self, ctx: ExecutionContext) -> None:
         self._ended = False
-        _open.add(self)
+        ctx.holder = weakref.ref(self)  # (for the exit hook: see end_at_exit)
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -110,7 +110,6 @@ class _Body:
     def close(self) -> None:
         if not self._ended:
             self._ended = True
-            _open.discard(self)
             self._end()
 
     def _end(self) -> None:
@@ -121,27 +120,20 @@ class _Body:
 
     def _release(self, why: str) -> None:
         """End an abandoned body's invocation, never raising (from `__del__` and at exit)."""
-        if self._ended:
-            return
         logger.warning("%s: %s; its invocation ends now", self._describe(), why)
         try:
             self.close()
         except BaseException as exc:  # noqa: B036 - nobody is left to raise it to
             logger.error("%s: ending its invocation failed: %r", self._describe(), exc)
 
+    def end_at_exit(self) -> None:
+        """The interpreter exits with this body still open (called by lambdify's exit hook)."""
+        if not self._ended:
+            self._release("response body still open at exit")
+
     def __del__(self) -> None:
-        self._release("response body garbage-collected without being read to the end or closed")
-
-
-_open: weakref.WeakSet[_Body] = weakref.WeakSet()
-
-
-def _release_open_bodies() -> None:
-    for body in list(_open):
-        body._release("response body still open at exit")
-
-
-atexit.register(_release_open_bodies)  # (after the pools' own exit hook is registered: it runs first)
+        if not getattr(self, "_ended", True):
+            self._release("response body garbage-collected without being read to the end or closed")
 
 
 class _Flushing(_Body):
@@ -152,7 +144,7 @@ class _Flushing(_Body):
     def __init__(self, chunks: Iterable[bytes], run: SyncRun) -> None:
         self._chunks = iter(chunks)
         self._run = run
-        super().__init__()
+        super().__init__(run.ctx)
 
     def __next__(self) -> bytes:
         try:
@@ -352,16 +344,18 @@ class _Response:
 class _InlineBody(_Body):
     """One inline request: the app called on the main thread under the alarm, and its body.
 
-    The alarm is armed only while the app's code runs (the call, each step of its body, its
-    `close()` and the deferred work), so that it never goes off in the server's or a test's code
-    between steps. The server's `start_response` is called only once the app has returned (or
-    produced its first chunk), so that a request that times out before that still gets its 504.
+    The alarm is armed only while the app's code runs (the call and the body's first chunk,
+    each later step of the body, its `close()` and the deferred work), so that it never goes
+    off in the server's or a test's code between steps. The server's `start_response` is called
+    once the app has returned and produced its first chunk, so that a request that times out
+    before that still gets its 504.
     """
 
     __slots__ = (
         "_chunks",
         "_deadline",
         "_exc_info",
+        "_first",
         "_headers",
         "_invocation",
         "_iterable",
@@ -376,15 +370,16 @@ class _InlineBody(_Body):
         self._invocation = invocation
         self._pool = pool
         self._server_start = start_response
-        self._deadline = main_thread.Deadline()
+        self._deadline = main_thread.Deadline(invocation.lc._deadline)
         self._status: str | None = None
         self._headers: list[tuple[str, str]] = []
         self._exc_info: Any = None
         self._sent = False  # the server has been given the status line
         self._write: Callable[[bytes], Any] | None = None
         self._iterable: Any = None
-        self._chunks: Iterator[bytes] | None = None
-        super().__init__()
+        self._chunks: Iterator[bytes] = iter(())
+        self._first: bytes | None = None  # the body's first chunk, taken within the app's call
+        super().__init__(invocation.ctx)
 
     def _timed_out(self) -> InvocationTimeout:
         invocation = self._invocation
@@ -418,17 +413,21 @@ class _InlineBody(_Body):
         ctx.invocations += 1
         environ["lambdify.context"] = lc
         token = _current.set(lc)
-        main_thread.arm(invocation.remaining(), self._deadline)
+        main_thread.enter(self._deadline)
         try:
-            iterable = app(environ, self._start_response)
+            self._iterable = iterable = app(environ, self._start_response)
+            self._chunks = chunks = iter(iterable)
+            for first in chunks:  # (one step: an empty body leaves `_first` None)
+                self._first = first
+                break
+            else:
+                self._chunks = iter(())
         except BaseException as exc:  # noqa: B036 - each kind is handled in _failed
-            main_thread.disarm()
+            main_thread.leave()
             _current.reset(token)
             return self._failed(exc)
-        main_thread.disarm()
+        main_thread.leave()
         _current.reset(token)
-        self._iterable = iterable
-        self._chunks = iter(iterable)
         if self._deadline.fired:
             return self._failed(None)
         if invocation.ceiling is not None and invocation.outcome(None, None) is not None:
@@ -438,32 +437,35 @@ class _InlineBody(_Body):
 
     @main_thread.shielded
     def __next__(self) -> bytes:
+        first = self._first
+        if first is not None:
+            self._first = None
+            return first
         if self._ended:
             raise StopIteration
         invocation = self._invocation
-        assert self._chunks is not None
+        if not main_thread.enter(self._deadline):  # it passed while the server wrote
+            self._ended = True
+            self._finish(_TimedOut())
+            raise self._timed_out()  # (the server closes the connection)
         token = _current.set(invocation.lc)
-        main_thread.arm(invocation.remaining(), self._deadline)
         try:
             chunk = next(self._chunks)
         except StopIteration:
-            main_thread.disarm()
-            _current.reset(token)
-            self.close()
-            raise
-        except BaseException as exc:  # noqa: B036 - handled below, then raised on
-            main_thread.disarm()
             _current.reset(token)
             self._ended = True
-            _open.discard(self)
+            self._end(entered=True)  # (still inside: the body's close() and the flush are timed too)
+            raise
+        except BaseException as exc:  # noqa: B036 - handled below, then raised on
+            main_thread.leave()
+            _current.reset(token)
+            self._ended = True
             self._finish(exc)
             if self._deadline.fired:
                 raise self._timed_out() from None  # (the server closes the connection)
             raise
-        main_thread.disarm()
+        main_thread.leave()
         _current.reset(token)
-        if not self._sent:
-            self._send_status()  # (an app whose start_response is called in its body's first step)
         return chunk
 
     def _failed(self, exc: BaseException | None) -> Iterable[bytes]:
@@ -472,11 +474,9 @@ class _InlineBody(_Body):
             if not self._sent:
                 return self._answer_now(504, "Endpoint request timed out", close_app=True)
             self._ended = True
-            _open.discard(self)
             self._finish(_TimedOut())
             raise self._timed_out()  # the status line has gone out: the server closes the connection
         self._ended = True
-        _open.discard(self)
         assert exc is not None
         self._finish(exc)
         raise exc  # the app's own exception, unchanged, as the server would have seen it
@@ -484,7 +484,6 @@ class _InlineBody(_Body):
     def _answer_now(self, status: int, message: str, close_app: bool = False) -> list[bytes]:
         """Answer for the app (504, 500) and end the invocation; the app's body is closed unread."""
         self._ended = True
-        _open.discard(self)
         iterable = self._iterable
         if iterable is not None and hasattr(iterable, "close"):
             try:
@@ -500,25 +499,29 @@ class _InlineBody(_Body):
         return json_response(self._server_start, status, message, request_id)
 
     @main_thread.shielded
-    def _end(self) -> None:
+    def _end(self, entered: bool = False) -> None:
         """The body was read to the end or closed: close the app's body, flush, release the context."""
         invocation = self._invocation
         lc = invocation.lc
-        timed = main_thread.available()  # (a body garbage-collected on another thread runs untimed)
+        timed = entered or main_thread.available()  # (a body collected on another thread runs untimed)
+        in_time = entered or not timed or main_thread.enter(self._deadline)
         token = _current.set(lc)
-        if timed:
-            main_thread.arm(invocation.remaining(), self._deadline)
         error: BaseException | None = None
         try:
             close = getattr(self._iterable, "close", None)
             if close is not None:
                 close()
-            flush_here(invocation.ctx, lc)
+            if not in_time:
+                pass  # (past the deadline, the deferred work is dropped, and logged)
+            elif lc._deferred or lc._tasks:
+                flush_here(invocation.ctx, lc)
+            else:
+                lc._done = True
         except BaseException as exc:  # noqa: B036 - handled below
             error = exc
         finally:
             if timed:
-                main_thread.disarm()
+                main_thread.leave()
             _current.reset(token)
         if self._deadline.fired:
             error = _TimedOut()
@@ -531,7 +534,11 @@ class _InlineBody(_Body):
             raise error
 
     def _finish(self, error: BaseException | None, decided: bool = False) -> None:
+        main_thread.release(self._deadline)
         invocation = self._invocation
+        if error is None and not self._deadline.fired:
+            invocation.finish(self._pool, None, None, decided=decided)
+            return
         if isinstance(error, InvocationTimeout) or self._deadline.fired:
             error = _TimedOut()
         if error is not None and not isinstance(error, Exception):

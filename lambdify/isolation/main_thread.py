@@ -10,10 +10,13 @@ the handler returns. `DeadlineExceeded` is a BaseException, as `Abandoned` is in
 that the app's and its framework's `except Exception:` do not take it for the app's own error
 (Flask would log it and answer 500 with the deadline already past); `finally` blocks still run.
 
-The timer is armed only while lambdify or the app's code runs (never while the server writes a
-response), restored on the way out, and a signal that lands after the invocation ended is
-ignored. It re-fires every `_REFIRE` seconds until disarmed, so that code which swallows the
-first exception (`except Exception: continue`) is still stopped. An application that installed
+The timer costs no system call per request: it is moved only when it would go off after the
+new deadline, and going off early it moves itself on (see `enter`). It raises only while the
+app's code (or lambdify's around it) runs: one that goes off while the server writes, or while
+a test holds an unread response, only marks the deadline as passed, and the invocation learns
+it when its code is entered again. A signal that lands after the invocation ended is ignored.
+Once the deadline has passed it goes off again every `_REFIRE` seconds, so that code which
+swallows the first exception (`except Exception: continue`) is still stopped. An application that installed
 its own SIGALRM handler keeps it: then `available()` is False and the caller uses a thread.
 
 A C call that retries on EINTR by itself delays the timeout until it returns.
@@ -21,10 +24,13 @@ A C call that retries on EINTR by itself delays the timeout until it returns.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # (the C module: no stubs)
 import _thread
+import math
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
@@ -41,34 +47,55 @@ class DeadlineExceeded(BaseException):
 
 
 class Deadline:
-    """One armed deadline: whether it fired."""
+    """One invocation's deadline (`time.monotonic()` seconds), and whether it fired."""
 
-    __slots__ = ("fired",)
+    __slots__ = ("at", "fired")
 
-    def __init__(self) -> None:
+    def __init__(self, at: float) -> None:
+        self.at = at
         self.fired = False
 
 
-_armed: Deadline | None = None
+_armed: Deadline | None = None  # the deadline of the timed code on the main thread, if any
+_timer_at = math.inf  # when the timer goes off next (`time.monotonic()`), as last set
+_inside = False  # the timed code (the app's, lambdify's around it) is running, not the server's
 _shielded: set[Any] = set()  # code objects of lambdify's own bookkeeping around the timed code
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def shielded(fn: F) -> F:
-    """Mark `fn` as bookkeeping that arms and disarms the alarm: an alarm landing in its own
-    bytecodes (not in what it calls) is skipped, and comes again `_REFIRE` s later if still armed."""
+    """Mark `fn` as bookkeeping around the timed code: an alarm landing in its own bytecodes
+    (not in what it calls) is skipped, and comes again `_REFIRE` s later."""
     _shielded.add(fn.__code__)
     return fn
 
 
+def _set_timer(at: float, now: float) -> None:
+    global _timer_at
+    _timer_at = at
+    signal.setitimer(signal.ITIMER_REAL, max(at - now, 1e-6))
+
+
 def _on_alarm(signum: int, frame: Any) -> None:
+    global _armed, _timer_at
+    _timer_at = math.inf
     deadline = _armed
-    if deadline is None:  # the invocation ended before the signal landed
+    if deadline is None:  # no invocation runs: the timer was left for an earlier one
         return
-    if frame is not None and frame.f_code in _shielded:
+    now = time.monotonic()
+    if now < deadline.at:  # set for an earlier invocation's deadline: move it to this one's
+        _set_timer(deadline.at, now)
         return
     deadline.fired = True
+    if not _inside:
+        # The server (or a test holding an unread response) runs: never raise in its code. The
+        # invocation learns that its time is up when its code is entered again.
+        _armed = None
+        return
+    _set_timer(now + _REFIRE, now)  # (again, if the code swallows this one)
+    if frame is not None and frame.f_code in _shielded:
+        return
     raise DeadlineExceeded("the invocation's deadline passed")
 
 
@@ -80,31 +107,49 @@ def available() -> bool:
     """
     if _thread.get_ident() != _main_ident or not _HAS_TIMER:
         return False
-    current = signal.getsignal(signal.SIGALRM)
+    current = _signal.getsignal(signal.SIGALRM)  # (signal.getsignal makes an enum member: 9 µs)
     if current is _on_alarm:
         return True
-    if current is not signal.SIG_DFL:
+    if current != _signal.SIG_DFL:  # (an int here: not the enum that signal.getsignal makes)
         return False
     signal.signal(signal.SIGALRM, _on_alarm)
     return True
 
 
-def arm(seconds: float, deadline: Deadline) -> None:
-    """Raise `deadline.error()` in the main thread in `seconds` (and again every `_REFIRE` s)."""
-    global _armed
+def enter(deadline: Deadline) -> bool:
+    """The timed code starts (or resumes) running; False if its deadline has passed already.
+
+    The timer is moved only when it would go off after this deadline. Invocations of one
+    middleware have one timeout, so each one's deadline comes after the timer that an earlier
+    one left: a request costs no system call, and the timer, going off early, moves itself on
+    (about once per timeout period).
+    """
+    global _armed, _inside
+    if deadline.fired:
+        return False
     _armed = deadline
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-6), _REFIRE)
+    if _timer_at > deadline.at:
+        _set_timer(deadline.at, time.monotonic())
+    _inside = True
+    return True
 
 
-def disarm() -> None:
-    """Stop the alarm; a signal already on its way is ignored."""
-    global _armed
-    _armed = None
-    signal.setitimer(signal.ITIMER_REAL, 0)
+def leave() -> None:
+    """Back to the server's code: an alarm now only marks the deadline as passed."""
+    global _inside
+    _inside = False
 
 
-def armed() -> bool:
-    return _armed is not None
+def release(deadline: Deadline) -> None:
+    """The invocation has ended: the timer no longer raises for it (it is left to go off idle)."""
+    global _armed, _inside
+    _inside = False
+    if _armed is deadline:
+        _armed = None
+
+
+def inside() -> bool:
+    return _inside
 
 
 class _DoneCall:
@@ -138,12 +183,12 @@ class MainThreadWorker:
     def call(self, fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
         """`fn(*args)` here; `TimeoutError` if it runs past `timeout` seconds.
 
-        Inside an armed invocation (or off the main thread) it just runs: that deadline holds.
+        Inside timed code (or off the main thread) it just runs: that code's deadline holds.
         """
-        if _armed is not None or not available():
+        if _inside or not available():
             return fn(*args)
-        deadline = Deadline()
-        arm(timeout, deadline)
+        deadline = Deadline(time.monotonic() + timeout)
+        enter(deadline)
         try:
             return fn(*args)
         except BaseException:
@@ -151,7 +196,7 @@ class MainThreadWorker:
                 raise TimeoutError(None) from None
             raise
         finally:
-            disarm()
+            release(deadline)
 
     def submit(self, fn: Callable[..., Any], *args: Any, on_done: Any = None) -> _DoneCall:
         call = _DoneCall()
@@ -178,9 +223,9 @@ def main_thread_worker() -> MainThreadWorker:
 
 
 def _reset_after_fork() -> None:
-    global _main_ident, _armed
+    global _main_ident, _armed, _timer_at, _inside
     _main_ident = _thread.get_ident()  # the forking thread is the child's main thread
-    _armed = None
+    _armed, _timer_at, _inside = None, math.inf, False  # (a timer is not inherited by a child)
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
