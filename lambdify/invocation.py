@@ -83,54 +83,49 @@ def _plain_object(obj: dict[Any, Any]) -> int:
     that are scalars, or objects or arrays of scalars (what an HTTP handler usually returns); else -1.
     Checked in Python, this costs a hello-world `fn.asgi` request 2-3% less than the C encoder's
     code, which nothing else in a server keeps warm. -1 means "ask the encoder", not "not JSON".
-    (A string counts 6 characters a character, as `\\u0000`; an int is plain below 2**64.)"""
-    bound = 2  # {} and, per entry, its key in quotes, ": " and ", "
+
+    The bound: 6 bytes a character of text (`\\u0000`), and 30 an entry (a key's quotes and
+    separators, and a scalar: an int is plain below 2**64, 21 characters; a float takes 24)."""
+    chars = 0
+    entries = len(obj) + 1
     for key, value in obj.items():
         if type(key) is not str:
             return -1
-        bound += 6 * len(key) + 6
+        chars += len(key)
         if value is None:
-            bound += 4
             continue
         kind = type(value)
         if kind is str:
-            bound += 6 * len(value) + 2
+            chars += len(value)
         elif kind in _SCALARS:
             if kind is int and not -_SMALL_INT < value < _SMALL_INT:
                 return -1
-            bound += 24
         elif kind is dict:
-            bound += 2
+            entries += len(value)
             for inner_key, inner in value.items():
                 if type(inner_key) is not str:
                     return -1
-                bound += 6 * len(inner_key) + 6
+                chars += len(inner_key)
                 if inner is None:
-                    bound += 4
                     continue
                 kind = type(inner)
                 if kind is str:
-                    bound += 6 * len(inner) + 2
+                    chars += len(inner)
                 elif kind not in _SCALARS or (kind is int and not -_SMALL_INT < inner < _SMALL_INT):
                     return -1
-                else:
-                    bound += 24
         elif kind is list:
-            bound += 2
-            for inner in value:  # the value and ", "
+            entries += len(value)
+            for inner in value:
                 if inner is None:
-                    bound += 6
                     continue
                 kind = type(inner)
                 if kind is str:
-                    bound += 6 * len(inner) + 4
+                    chars += len(inner)
                 elif kind not in _SCALARS or (kind is int and not -_SMALL_INT < inner < _SMALL_INT):
                     return -1
-                else:
-                    bound += 26
         else:
             return -1
-    return bound
+    return 6 * chars + 30 * entries
 
 
 def check_event(event: Any, limit: int = MAX_REQUEST) -> None:

@@ -95,7 +95,7 @@ async def test_concurrent_tail_invocations_share_one_capture(functions: list[Fun
     functions.append(slow)
     stdout = sys.stdout
     app = FunctionApp([slow])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://lambda") as client:
+    async with _served(app) as client:
         responses = await asyncio.gather(
             *(
                 client.post("/2015-03-31/functions/slow/invocations", json={"n": n}, headers={"X-Amz-Log-Type": "Tail"})

@@ -199,7 +199,8 @@ async def test_the_invoke_api_sends_the_runtimes_bytes(functions: list[Function[
 
     functions.append(priced)
     app = FunctionApp([priced])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://lambda") as client:
+    transport = httpx.ASGITransport(app=app)
+    async with app.lifespan(), httpx.AsyncClient(transport=transport, base_url="http://lambda") as client:
         response = await client.post("/2015-03-31/functions/priced/invocations", json={"go": True})
         raw = await client.post("/2015-03-31/functions/priced/invocations", json={})
     assert response.status_code == 200

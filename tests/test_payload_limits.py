@@ -82,7 +82,9 @@ def test_a_result_over_the_response_limit_is_a_function_error(echo: Function[Any
 @pytest.fixture
 async def client(echo: Function[Any]) -> Any:
     app = FunctionApp([echo])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://lambda") as client:
+    transport = httpx.ASGITransport(app=app)
+    # (lifespan: shutdown finishes the queued Event invocations and retires the contexts on this loop)
+    async with app.lifespan(), httpx.AsyncClient(transport=transport, base_url="http://lambda") as client:
         yield client
 
 
