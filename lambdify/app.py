@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from .endpoint import raw_route_path, run_lifespan, send_json, serve_http
 from .function import Function
 from .invoke_api import PREFIX, EventQueue, serve_invoke
-from .logs import enable_capture
 
 if TYPE_CHECKING:
     from ._types import Receive, Scope, Send
@@ -47,8 +46,6 @@ class FunctionApp:
             raise ValueError(f"max_queued_events must be an integer >= 1, got {max_queued_events!r}")
         self.invoke_api = invoke_api
         self.events = EventQueue(max_queued_events)
-        if invoke_api:
-            enable_capture()
 
     def __repr__(self) -> str:
         return f"<FunctionApp {', '.join(self.functions)}>"

@@ -8,9 +8,9 @@ invocation, as on Lambda.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, Final
 
+from ._json import marshal
 from .context import new_request_id
 from .errors import FunctionError, InvocationTimeout, TooManyRequests
 from .events import BadResponse, request_event, response_from_result
@@ -76,7 +76,7 @@ def declared_length(scope: Scope) -> int | None:
 async def send_json(
     send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None, head: bool = False
 ) -> None:
-    body = json.dumps(payload).encode()
+    body = marshal(payload)  # as Lambda's runtime writes it (a `bytes` result goes as it is)
     raw_headers = [_JSON, (b"content-length", str(len(body)).encode()), *(headers or ())]
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": b"" if head else body})

@@ -143,7 +143,7 @@ class Function(Generic[F]):
         throttled.
         """
         if self.config.isolation != "process":  # (a child's event is checked as it is encoded, once)
-            check_event(event)
+            check_event(event)  # TypeError if not JSON, ValueError over Lambda's 6 MB request limit
         return self._invoke(event, new_request_id(), None)
 
     async def ainvoke(self, event: Any) -> Any:
@@ -163,6 +163,8 @@ class Function(Generic[F]):
             from .aws import run_on_aws
 
             return run_on_aws(self, event, context)
+        if self.config.isolation != "process":
+            check_event(event)
         request_id = getattr(context, "aws_request_id", None) or new_request_id()
         deadline = None
         remaining = getattr(context, "get_remaining_time_in_millis", None)

@@ -20,7 +20,7 @@ from .context import new_request_id
 from .endpoint import MAX_SYNC_PAYLOAD, _Disconnected, _TooLarge, read_body, send_json
 from .errors import FunctionError, TooManyRequests
 from .invocation import run_async
-from .logs import logger, tail
+from .logs import capture, logger, tail
 
 if TYPE_CHECKING:
     from ._types import Receive, Scope, Send
@@ -172,8 +172,13 @@ async def _request_response(function: Function[Any], event: Any, request_id: str
 
     log: list[str] | None = [] if want_tail else None
     try:
-        # With Tail the log must hold END and REPORT, so the answer waits for the flush.
-        result = await run_async(function, event, request_id, on_ready=None if want_tail else ready, log=log)
+        if want_tail:
+            # With Tail the log must hold END and REPORT, so the answer waits for the flush. What
+            # the handler prints or logs is copied into it while it runs (and only then).
+            with capture:
+                result = await run_async(function, event, request_id, log=log)
+        else:
+            result = await run_async(function, event, request_id, on_ready=ready)
     except TooManyRequests as exc:
         await _error(send, 429, "TooManyRequestsException", f"Rate Exceeded. {exc}", request_id)
     except FunctionError as failure:

@@ -119,9 +119,6 @@ class _TeeStream:
         return getattr(self._stream, name)
 
 
-_capturing = False
-
-
 def _tail_handler() -> logging.Handler:
     import logging
 
@@ -144,18 +141,57 @@ def _tail_handler() -> logging.Handler:
     return TailHandler()
 
 
-def enable_capture() -> None:
-    """Start capturing per-invocation logs (idempotent); costs nothing for invocations that don't ask."""
-    global _capturing
-    if _capturing:
-        return
-    _capturing = True
-    import logging
-    import sys
+class _Capture:
+    """The tee on sys.stdout/sys.stderr and the root handler, there only while an invocation that
+    asked for its log (`X-Amz-Log-Type: Tail`) runs: counted, so that concurrent ones share them.
 
-    logging.getLogger().addHandler(_tail_handler())
-    sys.stdout = _TeeStream(sys.stdout)
-    sys.stderr = _TeeStream(sys.stderr)
+    Outside those invocations nothing of the process is changed: sys.stdout is the application's
+    own, and the root logger has no handler of lambdify's (one would stop `logging.lastResort`
+    from printing warnings, and make `logging.basicConfig()` do nothing).
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.users = 0
+        self.handler: Any = None
+        self.streams: tuple[Any, Any, Any, Any] | None = None  # (stdout tee, stderr tee, originals...)
+
+    def __enter__(self) -> None:
+        with self.lock:
+            self.users += 1
+            if self.users > 1:
+                return
+            import logging
+
+            self.handler = _tail_handler()
+            logging.getLogger().addHandler(self.handler)
+            out, err = _TeeStream(sys.stdout), _TeeStream(sys.stderr)
+            self.streams = (out, err, sys.stdout, sys.stderr)
+            sys.stdout, sys.stderr = out, err
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self.lock:
+            self.users -= 1
+            if self.users > 0:
+                return
+            import logging
+
+            logging.getLogger().removeHandler(self.handler)
+            self.handler = None
+            if self.streams is not None:
+                out, err, original_out, original_err = self.streams
+                self.streams = None
+                # Put back what was there only if nobody replaced the tee meanwhile (their stream
+                # wraps ours and passes through; taking it away would break theirs).
+                if sys.stdout is out:
+                    sys.stdout = original_out
+                if sys.stderr is err:
+                    sys.stderr = original_err
+
+
+capture = _Capture()  # `with capture:` around an invocation whose log is captured
 
 
 def tail(log: list[str], limit: int = 4096) -> bytes:
