@@ -26,7 +26,6 @@ Pure functions, stdlib only: this runs for every HTTP request.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import time
@@ -34,6 +33,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 from urllib.parse import unquote, unquote_plus
 
+from . import _json
 from .errors import LambdifyError
 
 __all__ = ["BadResponse", "ProxyResponse", "request_event", "response_from_result"]
@@ -483,7 +483,7 @@ def response_from_result(
             text = result
         else:
             try:
-                text = json.dumps(result)  # the text Lambda's runtime sends
+                text = _json.marshal(result).decode("utf-8", "replace")  # the text Lambda's runtime sends
             except (TypeError, ValueError) as exc:
                 raise BadResponse(f"the result is not JSON-serialisable: {exc}") from None
         status, headers, body = 200, [(b"content-type", b"application/json")], text.encode("utf-8", "replace")

@@ -237,6 +237,7 @@ class _Invocation:
         elif isinstance(error, _TimedOut):
             failure = InvocationTimeout(self.timeout, self.lc.aws_request_id)
             self.retire, self.status = "timed out", "timeout"
+            logs.log_timeout(failure, self.lc._log)
         elif isinstance(error, Reported):
             failure = error.failure
             if isinstance(failure, MemoryLimitExceeded):

@@ -207,3 +207,12 @@ def log_error(failure: Any, tail: list[str] | None) -> None:
         tail.append(line if line.endswith("\n") else line + "\n")
     if enabled(_ERROR):
         logger.error("RequestId: %s %s", failure.request_id, line.rstrip("\n"))
+
+
+def log_timeout(failure: Any, tail: list[str] | None) -> None:
+    """A timeout, as Lambda logs it: `<request id> Task timed out after 3.00 seconds`."""
+    line = f"{failure.request_id} {failure.error_message}"
+    if tail is not None:
+        tail.append(line + "\n")
+    if enabled(_ERROR):
+        logger.error("RequestId: %s", line)

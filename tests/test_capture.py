@@ -143,16 +143,9 @@ def _failures(caplog: pytest.LogCaptureFixture, request_id: str | None = None) -
     ]
 
 
-TIMEOUT_UNLOGGED = pytest.mark.xfail(
-    strict=True,
-    reason="a timeout logs only REPORT (Status: timeout) at INFO; Lambda writes 'Task timed out after "
-    "0.20 seconds' (the line belongs in _Invocation.outcome's timeout branch, outside this change)",
-)
-
-
 @pytest.mark.parametrize(
     "kind",
-    ["handler-error", "marshal-error", "response-too-large", pytest.param("timeout", marks=TIMEOUT_UNLOGGED)],
+    ["handler-error", "marshal-error", "response-too-large", "timeout"],
 )
 def test_every_failed_invocation_logs_one_line(
     functions: list[Function[Any]], caplog: pytest.LogCaptureFixture, kind: str

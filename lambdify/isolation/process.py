@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .._json import to_json
 from ..context import ExecutionContext
 from ..errors import FunctionError, InitError, MemoryLimitExceeded
-from ..invocation import Reported, _Invocation, _TimedOut
+from ..invocation import MAX_REQUEST, Reported, _Invocation, _TimedOut
 from ..invocation import _answer as answer_caller
 from ..logs import logger
 from .channel import Channel, ChannelClosed, frame
@@ -349,9 +349,12 @@ class ProcessContext(ExecutionContext):
 def event_json(event: Any) -> str:
     """The event as the child will get it; checking it is encoding it, once, before anything starts."""
     try:
-        return to_json(event)
+        text = to_json(event)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"the event must be JSON-serialisable: {exc}") from None
+    if len(text) > MAX_REQUEST:  # (compact ASCII: its length is its size in bytes)
+        raise ValueError(f"the event is {len(text)} bytes of JSON, over Lambda's limit of {MAX_REQUEST} bytes")
+    return text
 
 
 def _json_string(text: str) -> str:
