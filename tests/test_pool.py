@@ -616,18 +616,22 @@ def test_a_loops_pool_is_changed_only_on_its_loops_thread(monkeypatch: pytest.Mo
     threads: dict[str, set[int]] = {"expiry": set(), "close": set()}
     expired, close_here = pool_module.Pool._expired, pool_module.Pool._close_here
 
+    name = "changed-on-its-loop"  # (other tests' pools, reaped by the janitor, are not recorded)
+
     def recording_expired(self: Any, now: float) -> Any:
-        threads["expiry"].add(threading.get_ident())
+        if self.config.name == name:
+            threads["expiry"].add(threading.get_ident())
         return expired(self, now)
 
     def recording_close_here(self: Any) -> None:
-        threads["close"].add(threading.get_ident())
+        if self.config.name == name:
+            threads["close"].add(threading.get_ident())
         close_here(self)
 
     monkeypatch.setattr(pool_module.Pool, "_expired", recording_expired)
     monkeypatch.setattr(pool_module.Pool, "_close_here", recording_close_here)
 
-    @handler(idle_ttl=0.1)
+    @handler(idle_ttl=0.1, name=name)
     async def fn(event: dict[str, Any], context: LambdaContext) -> int:
         return threading.get_ident()  # lambdify's own loop runs async handlers for invoke()
 

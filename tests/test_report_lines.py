@@ -7,7 +7,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -46,6 +46,13 @@ def pause(event: Any, context: Any) -> dict[str, bool]:
 async def apause(event: Any, context: Any) -> dict[str, bool]:
     await asyncio.sleep(PAUSE)
     return {"ok": True}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shut_down() -> Iterator[None]:
+    yield
+    pause.shutdown()
+    apause.shutdown()
 
 
 def _timed(call: Callable[[], Any]) -> float:
