@@ -353,8 +353,9 @@ class _InlineBody(_Body):
 
     __slots__ = (
         "_chunks",
-        "_deadline",
         "_exc_info",
+        "at",
+        "fired",
         "_first",
         "_headers",
         "_invocation",
@@ -370,7 +371,8 @@ class _InlineBody(_Body):
         self._invocation = invocation
         self._pool = pool
         self._server_start = start_response
-        self._deadline = main_thread.Deadline(invocation.lc._deadline)
+        self.at = invocation.lc._deadline  # (the body is its own main_thread.Deadline)
+        self.fired = False
         self._status: str | None = None
         self._headers: list[tuple[str, str]] = []
         self._exc_info: Any = None
@@ -413,7 +415,7 @@ class _InlineBody(_Body):
         ctx.invocations += 1
         environ["lambdify.context"] = lc
         token = _current.set(lc)
-        main_thread.enter(self._deadline)
+        main_thread.enter(self)
         try:
             self._iterable = iterable = app(environ, self._start_response)
             self._chunks = chunks = iter(iterable)
@@ -428,7 +430,7 @@ class _InlineBody(_Body):
             return self._failed(exc)
         main_thread.leave()
         _current.reset(token)
-        if self._deadline.fired:
+        if self.fired:
             return self._failed(None)
         if invocation.ceiling is not None and invocation.outcome(None, None) is not None:
             return self._answer_now(500, "Memory limit exceeded")
@@ -444,7 +446,7 @@ class _InlineBody(_Body):
         if self._ended:
             raise StopIteration
         invocation = self._invocation
-        if not main_thread.enter(self._deadline):  # it passed while the server wrote
+        if not main_thread.enter(self):  # it passed while the server wrote
             self._ended = True
             self._finish(_TimedOut())
             raise self._timed_out()  # (the server closes the connection)
@@ -461,7 +463,7 @@ class _InlineBody(_Body):
             _current.reset(token)
             self._ended = True
             self._finish(exc)
-            if self._deadline.fired:
+            if self.fired:
                 raise self._timed_out() from None  # (the server closes the connection)
             raise
         main_thread.leave()
@@ -470,7 +472,7 @@ class _InlineBody(_Body):
 
     def _failed(self, exc: BaseException | None) -> Iterable[bytes]:
         """The app raised, or ran out of time, before its response was handed to the server."""
-        if self._deadline.fired:
+        if self.fired:
             if not self._sent:
                 return self._answer_now(504, "Endpoint request timed out", close_app=True)
             self._ended = True
@@ -504,7 +506,7 @@ class _InlineBody(_Body):
         invocation = self._invocation
         lc = invocation.lc
         timed = entered or main_thread.available()  # (a body collected on another thread runs untimed)
-        in_time = entered or not timed or main_thread.enter(self._deadline)
+        in_time = entered or not timed or main_thread.enter(self)
         token = _current.set(lc)
         error: BaseException | None = None
         try:
@@ -523,7 +525,7 @@ class _InlineBody(_Body):
             if timed:
                 main_thread.leave()
             _current.reset(token)
-        if self._deadline.fired:
+        if self.fired:
             error = _TimedOut()
         try:
             self._finish(error, decided=invocation.ceiling is not None and error is None)
@@ -534,12 +536,12 @@ class _InlineBody(_Body):
             raise error
 
     def _finish(self, error: BaseException | None, decided: bool = False) -> None:
-        main_thread.release(self._deadline)
+        main_thread.release(self)
         invocation = self._invocation
-        if error is None and not self._deadline.fired:
+        if error is None and not self.fired:
             invocation.finish(self._pool, None, None, decided=decided)
             return
-        if isinstance(error, InvocationTimeout) or self._deadline.fired:
+        if isinstance(error, InvocationTimeout) or self.fired:
             error = _TimedOut()
         if error is not None and not isinstance(error, Exception):
             invocation.escape(self._pool, error)

@@ -4,10 +4,11 @@ import os
 import resource
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from lambdify import limits
+from lambdify import Function, limits
 
 REQUIRE_SERVICES = os.environ.get("LAMBDIFY_REQUIRE_SERVICES") == "1"
 
@@ -33,6 +34,15 @@ def require_service(name: str, host: str, port: int) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{message}, and LAMBDIFY_REQUIRE_SERVICES=1 requires it")
     pytest.skip(message)
+
+
+@pytest.fixture
+def functions() -> Iterator[list[Function[Any]]]:
+    """Functions a test makes and appends here are shut down after it."""
+    made: list[Function[Any]] = []
+    yield made
+    for fn in made:
+        fn.shutdown()
 
 
 @pytest.fixture

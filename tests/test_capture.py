@@ -7,21 +7,13 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
 from lambdify import Function, FunctionApp, FunctionError, InvocationTimeout, LambdaContext, handler
-
-
-@pytest.fixture
-def functions() -> Iterator[list[Function[Any]]]:
-    made: list[Function[Any]] = []
-    yield made
-    for fn in made:
-        fn.shutdown()
 
 
 def _chatty(functions: list[Function[Any]]) -> Function[Any]:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,14 +16,6 @@ from lambdify import (
     current_context,
     handler,
 )
-
-
-@pytest.fixture
-def functions() -> Iterator[list[Function[Any]]]:
-    made: list[Function[Any]] = []
-    yield made
-    for fn in made:
-        fn.shutdown()
 
 
 def test_bare_decorator_uses_lambda_defaults(functions: list[Function[Any]]) -> None:

@@ -10,7 +10,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,6 @@ import pytest
 from helpers import eventually
 
 from lambdify import Function, InvocationTimeout, LambdaContext, MemoryLimitExceeded, handler
-
-
-@pytest.fixture
-def functions() -> Iterator[list[Function[Any]]]:
-    made: list[Function[Any]] = []
-    yield made
-    for fn in made:
-        fn.shutdown()
 
 
 def _assert_timed_out(error: InvocationTimeout, elapsed: float) -> None:

@@ -157,14 +157,6 @@ def test_a_bytes_result_is_sent_as_it_is() -> None:
     ensure_json({"ok": 1})  # (and a plain object stays on the quick path)
 
 
-@pytest.fixture
-def functions() -> Iterator[list[Function[Any]]]:
-    made: list[Function[Any]] = []
-    yield made
-    for fn in made:
-        fn.shutdown()
-
-
 def test_invoke_returns_decimal_and_bytes_results(functions: list[Function[Any]]) -> None:
     @handler
     def priced(event: Any, context: LambdaContext) -> Any:

@@ -32,7 +32,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 _REFIRE: Final = 0.1  # seconds between repeated alarms while the timed-out code runs on
 _HAS_TIMER: Final = hasattr(signal, "setitimer") and hasattr(signal, "SIGALRM")
@@ -46,6 +46,13 @@ class DeadlineExceeded(BaseException):
     """
 
 
+class Timed(Protocol):
+    """What the timer watches: a deadline (`time.monotonic()` seconds) and whether it fired."""
+
+    at: float
+    fired: bool
+
+
 class Deadline:
     """One invocation's deadline (`time.monotonic()` seconds), and whether it fired."""
 
@@ -56,7 +63,7 @@ class Deadline:
         self.fired = False
 
 
-_armed: Deadline | None = None  # the deadline of the timed code on the main thread, if any
+_armed: Timed | None = None  # the deadline of the timed code on the main thread, if any
 _timer_at = math.inf  # when the timer goes off next (`time.monotonic()`), as last set
 _inside = False  # the timed code (the app's, lambdify's around it) is running, not the server's
 _shielded: set[Any] = set()  # code objects of lambdify's own bookkeeping around the timed code
@@ -116,7 +123,7 @@ def available() -> bool:
     return True
 
 
-def enter(deadline: Deadline) -> bool:
+def enter(deadline: Timed) -> bool:
     """The timed code starts (or resumes) running; False if its deadline has passed already.
 
     The timer is moved only when it would go off after this deadline. Invocations of one
@@ -140,7 +147,7 @@ def leave() -> None:
     _inside = False
 
 
-def release(deadline: Deadline) -> None:
+def release(deadline: Timed) -> None:
     """The invocation has ended: the timer no longer raises for it (it is left to go off idle)."""
     global _armed, _inside
     _inside = False
