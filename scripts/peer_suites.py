@@ -273,6 +273,15 @@ def excerpt_tail(text: str, lines: int) -> str:
     return "\n".join((["..."] if len(kept) > lines else []) + kept[-lines:])
 
 
+def last_error_line(text: str) -> str:
+    """The last `E   ...` line of a pytest failure (or of a printed exception group), for grouping."""
+    for line in reversed(text.splitlines()):
+        stripped = line.strip().lstrip("|").strip()
+        if line.startswith("E ") or re.match(r"^[\w.]+(Error|Exception|Interrupt|Exit|Warning)\b", stripped):
+            return re.sub(r"0x[0-9a-f]+", "0x..", line.removeprefix("E").strip())[:160]
+    return ""
+
+
 def compare(project: str, plain: Run, wrapped: Run, max_excerpts: int, excerpt_lines: int) -> bool:
     """Print both runs and the tests whose outcome differs; True if the wrapped run is transparent."""
     print(f"  {plain.describe()}\n  {wrapped.describe()}")
@@ -303,6 +312,12 @@ def compare(project: str, plain: Run, wrapped: Run, max_excerpts: int, excerpt_l
         print(f"  {len(differing)} tests differ (plain -> wrapped):")
         for nodeid in differing:
             print(f"    {plain.outcomes.get(nodeid, 'absent')} -> {wrapped.outcomes.get(nodeid, 'absent')}  {nodeid}")
+        causes: dict[str, list[str]] = {}
+        for nodeid in differing:
+            causes.setdefault(last_error_line(wrapped.excerpts.get(nodeid, "")), []).append(nodeid)
+        print("  grouped by the last error line of the wrapped run:")
+        for cause, nodeids in sorted(causes.items(), key=lambda item: -len(item[1])):
+            print(f"    {len(nodeids):5}  {cause or '(no failure text)'}  e.g. {nodeids[0]}")
         for nodeid in differing[:max_excerpts]:
             text = wrapped.excerpts.get(nodeid) or plain.excerpts.get(nodeid)
             if text:
