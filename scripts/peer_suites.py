@@ -274,12 +274,25 @@ def excerpt_tail(text: str, lines: int) -> str:
 
 
 def last_error_line(text: str) -> str:
-    """The last `E   ...` line of a pytest failure (or of a printed exception group), for grouping."""
-    for line in reversed(text.splitlines()):
-        stripped = line.strip().lstrip("|").strip()
-        if line.startswith("E ") or re.match(r"^[\w.]+(Error|Exception|Interrupt|Exit|Warning)\b", stripped):
-            return re.sub(r"0x[0-9a-f]+", "0x..", line.removeprefix("E").strip())[:160]
-    return ""
+    """The first line of the last `E   ...` block of a pytest failure, or the last exception line
+    of a printed traceback or exception group: what the differing tests are grouped by."""
+    lines = text.splitlines()
+    marked = [i for i, line in enumerate(lines) if line.startswith("E ")]
+    if marked:
+        first = marked[-1]
+        while first - 1 in marked:
+            first -= 1
+        found = lines[first].removeprefix("E").strip()
+    else:
+        found = next(
+            (
+                line.strip().lstrip("|").strip()
+                for line in reversed(lines)
+                if re.match(r"^[\w.]+(Error|Exception|Interrupt|Exit|Warning)\b", line.strip().lstrip("|").strip())
+            ),
+            "",
+        )
+    return re.sub(r"0x[0-9a-f]+", "0x..", found)[:160]
 
 
 def compare(project: str, plain: Run, wrapped: Run, max_excerpts: int, excerpt_lines: int) -> bool:
