@@ -12,6 +12,7 @@ Two drivers share the bookkeeping in `_Invocation`:
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 import time
@@ -422,7 +423,14 @@ class SyncRun:
         self.lc = self.invocation.lc
         self._ready = threading.Lock()
         self._ready.acquire()
-        self._call = ctx.worker.submit(_run_here, ctx, self.lc, event, target, (self.invocation, self._ready))
+        early = (self.invocation, self._ready)
+        if target is None:
+            self._call = ctx.worker.submit(_run_here, ctx, self.lc, event, target, early)
+        else:
+            # A wrapped app sees the caller's context variables, as it would on the caller's
+            # thread (Flask's app context pushed around a test client's request).
+            run = contextvars.copy_context().run
+            self._call = ctx.worker.submit(run, _run_here, ctx, self.lc, event, target, early)
         self._completed = False
 
     def ready(self) -> tuple[Any, FunctionError | None] | None:

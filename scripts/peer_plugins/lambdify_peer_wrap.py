@@ -2,7 +2,7 @@
 through lambdify's middleware, as a user would wrap it.
 
 - `LAMBDIFY_PEER_TARGET=flask`: each `Flask(...)` gets `app.wsgi_app = WSGIMiddleware(app.wsgi_app)`
-  right after its `__init__` (the form lambdify's README shows for Flask).
+  (the form lambdify's README shows for Flask) the first time the app is called.
 - `LAMBDIFY_PEER_TARGET=fastapi`: each `FastAPI` app is served as `ASGIMiddleware(app)` - the whole app,
   lifespan included - built the first time the app is called.
 
@@ -58,17 +58,22 @@ def _patch(owner: type, name: str, replacement: Any) -> None:
 
 
 def _wrap_flask() -> None:
+    # At the app's first request rather than in its __init__: `app.wsgi_app = X(app.wsgi_app)` makes a
+    # reference cycle (app -> middleware -> bound method -> app) with any middleware X, a pass-through
+    # one included, and Flask's test_app_freed_on_zero_refcount frees an app that served nothing with
+    # the cyclic GC off. Every request is still served through lambdify.
     from flask import Flask
 
-    original_init = Flask.__init__
+    original_call = Flask.__call__
 
-    @functools.wraps(original_init)
-    def __init__(self: Flask, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
-        self.wsgi_app = CountingWSGIMiddleware(self.wsgi_app)  # type: ignore[method-assign]
-        counts["apps"] += 1
+    @functools.wraps(original_call)
+    def __call__(self: Flask, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if not isinstance(self.__dict__.get("wsgi_app"), CountingWSGIMiddleware):
+            self.wsgi_app = CountingWSGIMiddleware(self.wsgi_app)  # type: ignore[method-assign]
+            counts["apps"] += 1
+        return original_call(self, environ, start_response)
 
-    _patch(Flask, "__init__", __init__)
+    _patch(Flask, "__call__", __call__)
 
 
 def _wrap_fastapi() -> None:
