@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from starlette.requests import Request
 
-from .background import cancel_stray_tasks, flush
+from .background import cancel_stray_tasks, flush, flush_portable
 from .config import build_config
 from .context import LambdaContext, _current, new_request_id
 from .endpoint import send_json
 from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, TooManyRequests
-from .function import Function
+from .function import PORTABLE, Function
 from .invocation import _Invocation, _TimedOut
 from .limits import peak_rss_mb
 from .logs import logger
@@ -120,7 +120,11 @@ class ASGIMiddleware:
                 await self.app(scope, receive, send)
             return
         function = self.function
-        pool = function._loop_pool()
+        try:
+            pool = function._loop_pool()
+        except RuntimeError:  # no asyncio loop runs here: trio (or another anyio backend)
+            await self._portable(scope, receive, send)
+            return
         ctx = pool.take()
         cold = False
         request_id = None
@@ -194,23 +198,125 @@ class ASGIMiddleware:
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the app's lifespan through; add provisioned contexts at startup and retire all at shutdown."""
         function = self.function
+        portable = not _on_asyncio()
 
         async def receive_wrapper() -> Message:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await function.astart()
+                if portable:
+                    await _in_thread(function.provision, PORTABLE)
+                else:
+                    await function.astart()
             return message
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "lifespan.shutdown.complete":
-                await function.ashutdown()
+                if portable:
+                    await _in_thread(function.shutdown)
+                else:
+                    await function.ashutdown()
             await send(message)
 
         await self.app(scope, receive_wrapper, send_wrapper)
 
+    async def _portable(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One request on an event loop that is not asyncio's (trio), through anyio.
+
+        The same contract with the backend's own means: the deadline is a cancel scope, sync
+        deferred work runs on the context's thread, INIT in a worker thread. Tasks the app leaves
+        running are not attributed to the invocation (asyncio's task factory has no equivalent).
+        """
+        import anyio
+
+        function = self.function
+        pool = function._pool(PORTABLE)
+        ctx = pool.take()
+        cold = False
+        request_id = None
+        if ctx is None:
+            request_id = new_request_id()
+            try:
+                ctx, cold = await _in_thread(pool.acquire, request_id)
+            except TooManyRequests:
+                await send_json(send, 429, {"message": "Too Many Requests"}, [_id_header(request_id)])
+                return
+            except FunctionError as exc:
+                logger.error("RequestId: %s INIT failed: %s", request_id, exc)
+                await send_json(send, 502, {"message": "Internal Server Error"}, [_id_header(request_id)])
+                return
+        invocation = _Invocation(function, ctx, request_id, cold, None)
+        lc = invocation.lc
+        scope[SCOPE_KEY] = lc
+        ctx._serial += 1
+        ctx.invocations += 1
+        responding = answered = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal responding, answered
+            if answered:
+                return
+            if not responding and message["type"] == "http.response.start":
+                responding = True
+                if invocation.ceiling is not None and _over(invocation, invocation.ceiling):
+                    answered = True
+                    await _answer_out_of_memory(send, lc.aws_request_id)
+                    return
+            await send(message)
+
+        token = _current.set(lc)
+        error: BaseException | None = None
+        try:
+            with anyio.CancelScope(deadline=anyio.current_time() + invocation.remaining()) as deadline:
+                try:
+                    await self.app(scope, receive, send_wrapper)
+                except Exception as exc:
+                    error = exc
+                await flush_portable(ctx, lc)
+        except anyio.get_cancelled_exc_class():
+            pool.release(ctx)  # cancelled from outside (the server): Lambda would have run on
+            raise
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit...: passed on as without lambdify
+            invocation.escape(pool, exc)
+            raise
+        finally:
+            _current.reset(token)
+        if deadline.cancelled_caught:
+            error = _TimedOut()
+            if not responding:
+                answered = True
+                await send_json(send, 504, {"message": "Endpoint request timed out"}, [_id_header(lc.aws_request_id)])
+        try:
+            invocation.finish(pool, None, error)
+        except InvocationTimeout:
+            if not answered:
+                raise ResponseCutOff(
+                    f"RequestId: {lc.aws_request_id} timed out after its response had started"
+                ) from None
+        except MemoryLimitExceeded:
+            if not responding:
+                await _answer_out_of_memory(send, lc.aws_request_id)
+        except FunctionError:
+            assert error is not None
+            raise error from None  # the app's own exception, unchanged
+
 
 async def _nothing() -> None:
     pass
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+async def _in_thread(fn: Any, *args: Any) -> Any:
+    """`fn(*args)` in a worker thread of the running backend (anyio's)."""
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(fn, *args)
 
 
 def _id_header(request_id: str) -> tuple[bytes, bytes]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
 
 from .context import _current
@@ -111,6 +112,30 @@ async def flush(ctx: ExecutionContext, lc: LambdaContext) -> None:
         await await_stray_tasks(ctx, lc)
         if not lc._deferred:
             break
+    lc._done = True
+
+
+async def flush_portable(ctx: ExecutionContext, lc: LambdaContext) -> None:
+    """`flush` on an event loop that is not asyncio's (trio, through anyio): sync items on the
+    context's thread, awaitables here. Tasks are not attributed to invocations there."""
+    import anyio
+
+    deferred = lc._deferred
+    while deferred:
+        item, args, kwargs = deferred.pop(0)
+        try:
+            if _is_awaitable(item):
+                await item
+            else:
+                call = functools.partial(item, *args, **kwargs)
+                timeout = max(0.0, lc._deadline - _monotonic())
+                result = await anyio.to_thread.run_sync(
+                    functools.partial(ctx.worker.call, call, timeout=timeout), abandon_on_cancel=True
+                )
+                if _is_awaitable(result):
+                    await result
+        except Exception as exc:
+            _failed(ctx, lc, _describe(item), exc)
     lc._done = True
 
 

@@ -48,6 +48,7 @@ _COUNTERS = (
 _functions: weakref.WeakSet[Function[Any]] = weakref.WeakSet()
 _serials = itertools.count()
 MAIN_THREAD: Final = "main thread"  # the key of the pool whose contexts run inline on the main thread
+PORTABLE: Final = "portable"  # the key of the pool for event loops other than asyncio's (trio, via anyio)
 
 
 def _is_async(target: Any) -> bool:
@@ -185,7 +186,7 @@ class Function(Generic[F]):
 
     # -- pools ----------------------------------------------------------------------------
 
-    def _pool(self, loop: asyncio.AbstractEventLoop | None) -> Pool:
+    def _pool(self, loop: Any) -> Pool:
         pool = self._pools.get(loop)
         if pool is None or pool.closed:
             with self._pools_lock:
@@ -230,20 +231,23 @@ class Function(Generic[F]):
 
         return ExecutionContext
 
-    def _new_pool(self, loop: asyncio.AbstractEventLoop | None) -> Pool:
+    def _new_pool(self, loop: Any) -> Pool:
         if self.config.isolation == "process":
             from .isolation.process import handler_location
 
             handler_location(self)  # fail now, clearly, if a child could not import the handler
         elif self.config.memory_mb is not None:
             apply_memory_backstop(self.config.memory_mb)
+        if loop == PORTABLE:
+            pool = self._pools[loop] = Pool(self, None)
+            return pool
         if loop is not None:
             from .background import install_task_factory
 
             install_task_factory(loop)
             # A pool whose loop has closed cannot be used again: retire what it holds.
             for old_loop, old in list(self._pools.items()):
-                if old_loop not in (None, MAIN_THREAD) and old_loop.is_closed():
+                if old_loop not in (None, MAIN_THREAD, PORTABLE) and old_loop.is_closed():
                     del self._pools[old_loop]
                     old.close()
         pool = self._pools[loop] = Pool(self, loop)
@@ -257,7 +261,11 @@ class Function(Generic[F]):
             loop, _ = _owned_loop()
             asyncio.run_coroutine_threadsafe(self.astart(), loop).result()
             return
-        pool = self._pool(None)
+        self.provision(None)
+
+    def provision(self, key: Any) -> None:
+        """Initialise the `provisioned` contexts of the loop-less pool under `key` (None: sync callers)."""
+        pool = self._pool(key)
         for _ in range(self.config.provisioned - _provisioned(pool)):
             with pool._lock:
                 pool._reserved += 1
