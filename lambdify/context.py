@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from types import SimpleNamespace
@@ -138,6 +139,8 @@ class ExecutionContext:
         """The context's dedicated thread, started on first need."""
         if self._worker is None:
             self._worker = Worker(f"lambdify:{self.function_name}:{self.id[:8]}")
+            # A context dropped with its Function (an app that is garbage) stops its thread.
+            weakref.finalize(self, self._worker.stop)
             if "asyncio" in sys.modules:
                 # Sync code that expects a current event loop (Mangum's asyncio.get_event_loop())
                 # finds the context's private loop, as it would find the main thread's on Lambda.

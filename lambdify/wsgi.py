@@ -9,6 +9,7 @@ soon as the handler's result is ready; the flush of deferred work finishes in th
 from __future__ import annotations
 
 import json
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
@@ -430,7 +431,10 @@ class _InlineBody(_Body):
             return self._failed(exc)
         main_thread.leave()
         _current.reset(token)
-        if self.fired:
+        if self.fired or time.monotonic() > self.at:
+            # (code that never let the alarm's handler run - a long C call, an inner middleware's
+            # deadline armed instead - is past its deadline all the same)
+            self.fired = True
             return self._failed(None)
         if invocation.ceiling is not None and invocation.outcome(None, None) is not None:
             return self._answer_now(500, "Memory limit exceeded")
@@ -506,7 +510,8 @@ class _InlineBody(_Body):
         invocation = self._invocation
         lc = invocation.lc
         timed = entered or main_thread.available()  # (a body collected on another thread runs untimed)
-        in_time = entered or not timed or main_thread.enter(self)
+        pushed = entered or (timed and main_thread.enter(self))  # (not if its deadline has passed)
+        in_time = pushed or not timed
         token = _current.set(lc)
         error: BaseException | None = None
         try:
@@ -522,7 +527,7 @@ class _InlineBody(_Body):
         except BaseException as exc:  # noqa: B036 - handled below
             error = exc
         finally:
-            if timed:
+            if pushed:
                 main_thread.leave()
             _current.reset(token)
         if self.fired:

@@ -52,7 +52,7 @@ def _flask_app(done: list[str]) -> Flask:
     def index() -> dict[str, Any]:
         context = current_context()
         context.defer(done.append, context.aws_request_id)
-        return {"request_id": context.aws_request_id}
+        return {"request_id": context.aws_request_id, "main": threading.current_thread() is threading.main_thread()}
 
     @app.get("/interrupt")
     def interrupt() -> str:
@@ -78,6 +78,7 @@ def test_bodies_read_to_the_end_but_never_closed_release_their_context(run: Any)
         for _ in range(40):
             response = client.get("/")  # no `with`, no close(): reading the JSON exhausts the body
             assert response.get_json()["request_id"]
+            assert response.get_json()["main"] is (run is not _on_thread)  # inline on the main thread
             kept.append(response)
         return [response.status_code for response in kept]
 
@@ -193,3 +194,27 @@ def test_the_interpreter_exits_promptly_after_unclosed_responses(tmp_path: Path)
     assert exited - float(ended) < 1.0, f"exit took {exited - float(ended):.2f} s"
     assert len(set((tmp_path / "deferred.txt").read_text().split())) == 40  # nothing pending was lost
     assert proc.stderr.count("still open at exit") == 0  # (the library logs to a NullHandler)
+
+
+@pytest.mark.parametrize(("outer", "inner"), [(5.0, 0.3), (0.3, 5.0)], ids=["inner-first", "outer-first"])
+def test_stacked_middlewares_each_keep_their_deadline(outer: float, inner: float) -> None:
+    app = Flask(__name__)
+
+    @app.get("/")
+    def index() -> str:
+        time.sleep(1)
+        return "late"
+
+    inner_mw = WSGIMiddleware(app.wsgi_app, timeout=inner, name="inner")
+    outer_mw = WSGIMiddleware(inner_mw, timeout=outer, name="outer")
+    app.wsgi_app = outer_mw  # type: ignore[method-assign]
+    started = time.monotonic()
+    response = app.test_client().get("/")
+    elapsed = time.monotonic() - started
+    response.close()
+    assert response.status_code == 504
+    first = inner_mw if inner < outer else outer_mw
+    assert first.function.stats()["timeouts"] == 1
+    assert elapsed < 2.5
+    inner_mw.function.shutdown()
+    outer_mw.function.shutdown()

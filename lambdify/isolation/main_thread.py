@@ -12,9 +12,10 @@ that the app's and its framework's `except Exception:` do not take it for the ap
 
 The timer costs no system call per request: it is moved only when it would go off after the
 new deadline, and going off early it moves itself on (see `enter`). It raises only while the
-app's code (or lambdify's around it) runs: one that goes off while the server writes, or while
-a test holds an unread response, only marks the deadline as passed, and the invocation learns
-it when its code is entered again. A signal that lands after the invocation ended is ignored.
+app's code (or lambdify's around it) runs: between steps (while the server writes, or a test
+holds an unread response) nothing is armed, and an invocation whose deadline passed meanwhile
+is stopped as soon as its code is entered again. A signal that lands after the invocation
+ended is ignored.
 Once the deadline has passed it goes off again every `_REFIRE` seconds, so that code which
 swallows the first exception (`except Exception: continue`) is still stopped. An application that installed
 its own SIGALRM handler keeps it: then `available()` is False and the caller uses a thread.
@@ -66,6 +67,7 @@ class Deadline:
 _armed: Timed | None = None  # the deadline of the timed code on the main thread, if any
 _timer_at = math.inf  # when the timer goes off next (`time.monotonic()`), as last set
 _inside = False  # the timed code (the app's, lambdify's around it) is running, not the server's
+_stack: list[Timed | None] = []  # what was armed when each running entry began
 _shielded: set[Any] = set()  # code objects of lambdify's own bookkeeping around the timed code
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -95,9 +97,7 @@ def _on_alarm(signum: int, frame: Any) -> None:
         _set_timer(deadline.at, now)
         return
     deadline.fired = True
-    if not _inside:
-        # The server (or a test holding an unread response) runs: never raise in its code. The
-        # invocation learns that its time is up when its code is entered again.
+    if not _inside:  # (the server's code: never raise there; the invocation learns it on entering)
         _armed = None
         return
     _set_timer(now + _REFIRE, now)  # (again, if the code swallows this one)
@@ -129,11 +129,13 @@ def enter(deadline: Timed) -> bool:
     The timer is moved only when it would go off after this deadline. Invocations of one
     middleware have one timeout, so each one's deadline comes after the timer that an earlier
     one left: a request costs no system call, and the timer, going off early, moves itself on
-    (about once per timeout period).
+    (about once per timeout period). Entries nest (a middleware inside another); `leave()`
+    puts back what was armed before.
     """
     global _armed, _inside
     if deadline.fired:
         return False
+    _stack.append(_armed)
     _armed = deadline
     if _timer_at > deadline.at:
         _set_timer(deadline.at, time.monotonic())
@@ -142,16 +144,16 @@ def enter(deadline: Timed) -> bool:
 
 
 def leave() -> None:
-    """Back to the server's code: an alarm now only marks the deadline as passed."""
-    global _inside
-    _inside = False
+    """Back to the code that entered: the server's, where the alarm never raises."""
+    global _armed, _inside
+    _armed = _stack.pop() if _stack else None
+    _inside = bool(_stack)
 
 
 def release(deadline: Timed) -> None:
     """The invocation has ended: the timer no longer raises for it (it is left to go off idle)."""
-    global _armed, _inside
-    _inside = False
-    if _armed is deadline:
+    global _armed
+    if _armed is deadline and not _stack:
         _armed = None
 
 
@@ -203,7 +205,7 @@ class MainThreadWorker:
                 raise TimeoutError(None) from None
             raise
         finally:
-            release(deadline)
+            leave()
 
     def submit(self, fn: Callable[..., Any], *args: Any, on_done: Any = None) -> _DoneCall:
         call = _DoneCall()
@@ -233,6 +235,7 @@ def _reset_after_fork() -> None:
     global _main_ident, _armed, _timer_at, _inside
     _main_ident = _thread.get_ident()  # the forking thread is the child's main thread
     _armed, _timer_at, _inside = None, math.inf, False  # (a timer is not inherited by a child)
+    _stack.clear()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
