@@ -235,8 +235,11 @@ class ASGIMiddleware:
         request_id = None
         if ctx is None:
             request_id = new_request_id()
+            # With no INIT code and room for a context, acquiring cannot block: do it here, as
+            # the asyncio path does, rather than in a thread, so that requests keep their order.
+            trivial = function.config.init is None and not function._is_class and pool._has_room()
             try:
-                ctx, cold = await _in_thread(pool.acquire, request_id)
+                ctx, cold = pool.acquire(request_id) if trivial else await _in_thread(pool.acquire, request_id)
             except TooManyRequests:
                 await send_json(send, 429, {"message": "Too Many Requests"}, [_id_header(request_id)])
                 return
