@@ -8,14 +8,19 @@ regression shows as numbers instead of a hung test run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import eventually
+
+from lambdify import InvocationTimeout, handler
 
 _SCRIPT = textwrap.dedent(
     """
@@ -113,3 +118,24 @@ def test_the_timeout_cases_are_the_same_without_a_tracer(tmp_path: Path) -> None
     result = _run(tmp_path, "recv", "none")
     assert not result["tracer"]
     assert result["timed_out"] and result["answered"] < 1.0 and result["abandoned"] == 1
+
+
+def test_an_abandoned_call_that_ends_after_its_event_loop_closed_is_harmless(monkeypatch: pytest.MonkeyPatch) -> None:
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    release = threading.Event()
+
+    @handler(timeout=0.2)
+    def blocked(event: Any, context: Any) -> str:
+        release.wait(10)
+        return "late"
+
+    async def main() -> None:
+        with pytest.raises(InvocationTimeout):
+            await blocked.ainvoke({})
+
+    asyncio.run(main())  # the loop is closed before the abandoned call ends
+    release.set()
+    assert eventually(lambda: blocked.stats()["abandoned_threads_alive"] == 0)
+    assert unraisable == []
+    blocked.shutdown()

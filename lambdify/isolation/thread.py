@@ -190,6 +190,9 @@ class Worker:
                 return False
             self.abandoned = True
             self._on_unwound = on_unwound
+            # Its outcome is for nobody: the caller was answered, and its event loop may be closed
+            # by the time the call ends (a callback into it would fail on this thread).
+            running.on_done = None
             if self.ident is not None:
                 if _TRACING_SPINS and _tracer_active():
                     _late.add(self, self.ident, running)
