@@ -59,6 +59,12 @@ _SCRIPT = textwrap.dedent(
     def nothing():
         return None
 
+    def alive():  # abandoned threads still in their call, 3 s after the timeout at most
+        give_up = time.monotonic() + 3
+        while stuck.stats()["abandoned_threads_alive"] and time.monotonic() < give_up:
+            time.sleep(0.01)
+        return stuck.stats()["abandoned_threads_alive"]
+
     wall, cpu = time.monotonic(), time.thread_time()
     try:
         stuck.invoke({})
@@ -78,6 +84,7 @@ _SCRIPT = textwrap.dedent(
         "caller_cpu": caller_cpu,
         "calls": calls,
         "unwound": unwound.wait(5) if body == "spin" else None,
+        "alive": alive() if body == "spin" else stuck.stats()["abandoned_threads_alive"],
         "abandoned": stuck.stats()["abandoned_threads"],
     }
     print(json.dumps(result), flush=True)
@@ -112,6 +119,9 @@ def test_a_sync_timeout_holds_under_a_tracer(tmp_path: Path, body: str, tracer: 
     assert result["abandoned"] == 1
     if body == "spin":
         assert result["unwound"], "the abandoned pure-Python loop was never unwound"
+        assert result["alive"] == 0
+    else:
+        assert result["alive"] == 1  # still blocked: left to end on its own
 
 
 def test_the_timeout_cases_are_the_same_without_a_tracer(tmp_path: Path) -> None:
