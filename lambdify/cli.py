@@ -1,15 +1,19 @@
-"""The `lambdify` command line: `lambdify invoke TARGET [--event FILE|-]`."""
+"""The `lambdify` command line: `lambdify invoke TARGET [--event FILE|-]`, `lambdify serve TARGET...`."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from . import __version__
 
 EXIT_FUNCTION_ERROR = 1
 EXIT_USAGE = 2
@@ -20,8 +24,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"lambdify: {message}\n")
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535, got {port}")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lambdify", description="Run functions with the AWS Lambda execution model.")
+    parser.add_argument("--version", action="version", version=f"lambdify {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     invoke = commands.add_parser("invoke", help="run one invocation and print the result as JSON")
     invoke.add_argument("target", help="module:attr, path/to/file.py:attr, or path/to/file.py")
@@ -29,11 +44,29 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve functions over HTTP and the Lambda Invoke API (uvicorn)")
     serve.add_argument("targets", nargs="+", metavar="TARGET", help="module:attr, file.py:attr, or file.py")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port to bind (default: 8080)")
+    serve.add_argument("--port", type=_port, default=8080, help="port to bind, 0-65535 (default: 8080)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes, each with its own contexts")
     serve.add_argument("--reload", action="store_true", help="restart when source files change (development)")
     serve.add_argument("--isolation", choices=("thread", "process"), default=None, help="override every function's")
     return parser
+
+
+def _bind_problem(host: str, port: int) -> str | None:
+    """Why uvicorn could not listen on host:port, found before it starts (it would log the error
+    only after starting the app, and exit 3); None if a trial bind succeeds."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}:{port}: {exc.strerror}"
+    for family, kind, proto, _, address in addresses:
+        try:
+            with socket.socket(family, kind, proto) as trial:
+                trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+                trial.bind(address)
+        except OSError as exc:
+            hint = "; is another server running there? choose another --port" if exc.errno == errno.EADDRINUSE else ""
+            return f"cannot listen on {host}:{port}: {(exc.strerror or str(exc)).lower()}{hint}"
+    return None
 
 
 def _fail(message: str) -> int:
@@ -141,6 +174,9 @@ def serve_command(args: argparse.Namespace) -> int:
                 handler_location(function)
         except ValueError as exc:
             return _fail(str(exc))
+    problem = _bind_problem(args.host, args.port)
+    if problem is not None:
+        return _fail(problem)
     import ipaddress
 
     try:

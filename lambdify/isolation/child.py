@@ -144,6 +144,10 @@ def child_main(fd: int) -> None:
             os._exit(code)
 
 
+class _Refused(Exception):
+    """The handler's module invoked a process-isolated function while INIT imported it."""
+
+
 class _Stop(BaseException):
     """SIGTERM: finish SHUTDOWN and exit."""
 
@@ -169,7 +173,8 @@ def _serve(channel: Channel) -> None:
     try:
         ctx = _initialise(spec)
     except BaseException as exc:  # noqa: B036 - reported to the server as an InitError
-        channel.send({"op": "init_error", "message": f"{type(exc).__name__}: {exc}", "trace": stack_trace(exc)})
+        message = str(exc) if isinstance(exc, _Refused) else f"{type(exc).__name__}: {exc}"
+        channel.send({"op": "init_error", "message": message, "trace": stack_trace(exc)})
         return
     # From here SIGTERM means a graceful SHUTDOWN; before, its default action ends the child.
     signal.signal(signal.SIGTERM, _stop)
@@ -194,8 +199,15 @@ def _initialise(spec: dict[str, Any]) -> Any:
     from .._loader import _import_file, _import_module
     from ..context import ExecutionContext
     from ..function import Function
+    from .process import init_import
 
-    module = _import_file(Path(spec["file"])) if spec.get("file") else _import_module(spec["module"])
+    init_import.module = spec["file"] or spec["module"]
+    try:
+        module = _import_file(Path(spec["file"])) if spec.get("file") else _import_module(spec["module"])
+    finally:
+        init_import.module = None
+        if init_import.refusal:  # (also if the module caught the error)
+            raise _Refused(init_import.refusal)
     target: Any = module
     for part in spec["qualname"].split("."):
         target = getattr(target, part)

@@ -165,6 +165,31 @@ template = _Template()
 os.register_at_fork(after_in_child=template.reset_after_fork)
 
 
+class _InitImport:
+    """In an execution-context child: the module that INIT is importing (set by `child.py`).
+
+    A context started from there would import that module again in a new child, which would
+    start another, and so on until the first INIT timed out. It is refused at once instead, and
+    the first child reports why; a script run without a `__main__` guard is the usual cause.
+    """
+
+    module: str | None = None
+    refusal: str | None = None
+
+    def refuse(self, name: str) -> None:
+        if self.module is None:
+            return
+        self.refusal = (
+            f"{name} was invoked while a process-isolated execution context was importing {self.module} "
+            "for INIT: each context imports the handler's module again (as multiprocessing does), so code that "
+            'invokes at module level must run under `if __name__ == "__main__":`'
+        )
+        raise RuntimeError(self.refusal)
+
+
+init_import = _InitImport()
+
+
 def describe_exit(status: int | None) -> str:
     """Lambda's wording: `Runtime exited with error: exit status 3`, `... signal: segmentation fault`."""
     if status is None:
@@ -226,6 +251,7 @@ class ProcessContext(ExecutionContext):
 
     def _spawn(self) -> Channel:
         config = self._function.config
+        init_import.refuse(config.name)
         module, file, qualname = handler_location(self._function)
         tmp = self.tmp
         ours, theirs = socket.socketpair()

@@ -15,6 +15,15 @@ A thread cannot be killed. At a deadline the caller is answered at once and the 
 *abandoned*: an asynchronous exception is raised in it, which ends pure-Python code at its
 next bytecode and a sleeping or blocked call when it returns. Code stuck in a C call that
 holds the GIL stalls the whole interpreter; only process isolation covers that.
+
+Under a tracer or profiler on CPython 3.11 (coverage, a debugger, cProfile), an asynchronous
+exception that is pending makes every traced thread spin at each Python call until the target
+thread takes it: 3.11's tracing path re-checks the eval breaker at a function's RESUME without
+moving on, and the flag is interpreter-wide (coveragepy #1626). A thread blocked in `sleep` or
+`recv` takes it only when that call returns, so the caller would spin until then, or forever.
+There the exception is held back until the thread is seen running (its CPU clock advances), and
+a thread that stays blocked is left to end on its own. (Withdrawing a pending exception would
+not help: on 3.11 that leaves the flag set for good.)
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ from __future__ import annotations
 import _thread
 import os
 import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -179,9 +190,23 @@ class Worker:
                 return False
             self.abandoned = True
             self._on_unwound = on_unwound
+            # Its outcome is for nobody: the caller was answered, and its event loop may be closed
+            # by the time the call ends (a callback into it would fail on this thread).
+            running.on_done = None
             if self.ident is not None:
-                _raise_in_thread(self.ident, Abandoned)
+                if _TRACING_SPINS and _tracer_active():
+                    _late.add(self, self.ident, running)
+                else:
+                    _raise_in_thread(self.ident, Abandoned)
         return True
+
+    def _unwind_if_running(self, call: _Call) -> bool:
+        """Raise `Abandoned` in the thread if `call` is still running; False once it has ended."""
+        with self._guard:
+            if self._current is not call or self.ident is None:
+                return False
+            _raise_in_thread(self.ident, Abandoned)
+            return True
 
     def stop(self) -> None:
         """End the thread after the calls already queued."""
@@ -208,3 +233,85 @@ def _prepare_async_exc() -> None:
 def _raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
     if _set_async_exc is not None:
         _set_async_exc(ident, exc_type)
+
+
+# CPython 3.11 only: 3.10's tracing path has no RESUME, 3.12 replaced it (PEP 669).
+_TRACING_SPINS: Final = sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11)
+_POLL_FIRST = 0.01
+_POLL_MAX = 0.25
+_BUSY_CPU = 0.001  # CPU seconds between two looks that mean "running", not "blocked"
+
+
+def _tracer_active() -> bool:
+    """A trace or profile function on this thread, or one that new threads get (coverage sets both)."""
+    return any(
+        hook is not None for hook in (sys.gettrace(), sys.getprofile(), threading.gettrace(), threading.getprofile())
+    )
+
+
+class _LateUnwind:
+    """Raises `Abandoned` in abandoned threads once each is seen running Python code (3.11, traced).
+
+    Its thread exists only while such a thread is abandoned and still in its call; it looks at
+    each one's CPU clock, every 10 ms at first and less often the longer nothing changes.
+    """
+
+    def __init__(self) -> None:
+        self._lock = _thread.allocate_lock()
+        self._watched: dict[Worker, tuple[_Call, int, float]] = {}
+        self._running = False
+        self._interval = _POLL_FIRST
+
+    def add(self, worker: Worker, ident: int, call: _Call) -> None:
+        """Called with `worker._guard` held and `call` running, so thread `ident` is alive."""
+        try:
+            clock = time.pthread_getcpuclockid(ident)
+            cpu = time.clock_gettime(clock)
+        except (AttributeError, OSError):  # no per-thread CPU clock (macOS): left to end on its own
+            return
+        with self._lock:
+            self._watched[worker] = (call, clock, cpu)
+            self._interval = _POLL_FIRST
+            if self._running:
+                return
+            try:
+                _start_thread(self._run, ())
+            except RuntimeError:  # out of threads: left to end on its own
+                self._watched.clear()
+                return
+            self._running = True
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            with self._lock:
+                if not self._watched:
+                    self._running = False
+                    return
+                watched = list(self._watched.items())
+                self._interval = min(self._interval * 2, _POLL_MAX)
+            for worker, (call, clock, cpu) in watched:
+                try:
+                    now: float | None = time.clock_gettime(clock)
+                except OSError:  # the thread has ended
+                    now = None
+                if now is not None and now - cpu < _BUSY_CPU and worker._current is call:
+                    still: tuple[_Call, int, float] | None = (call, clock, now)  # blocked: look again later
+                else:
+                    # Running Python code (it takes the exception within a switch interval), or done.
+                    if now is not None:
+                        worker._unwind_if_running(call)
+                    still = None
+                with self._lock:
+                    if self._watched.get(worker, (None,))[0] is call:  # not abandoned again meanwhile
+                        if still is None:
+                            del self._watched[worker]
+                        else:
+                            self._watched[worker] = still
+
+    def reset_after_fork(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+_late = _LateUnwind()
+os.register_at_fork(after_in_child=_late.reset_after_fork)
