@@ -123,6 +123,8 @@ class ASGIMiddleware:
         try:
             pool = function._loop_pool()
         except RuntimeError:  # no asyncio loop runs here: trio (or another anyio backend)
+            pool = None
+        if pool is None:  # (outside the `except`: the app's exceptions must not chain to that one)
             await self._portable(scope, receive, send)
             return
         ctx = pool.take()
@@ -288,6 +290,7 @@ class ASGIMiddleware:
             if not responding:
                 answered = True
                 await send_json(send, 504, {"message": "Endpoint request timed out"}, [_id_header(lc.aws_request_id)])
+        app_error: BaseException | None = None
         try:
             invocation.finish(pool, None, error)
         except InvocationTimeout:
@@ -299,8 +302,9 @@ class ASGIMiddleware:
             if not responding:
                 await _answer_out_of_memory(send, lc.aws_request_id)
         except FunctionError:
-            assert error is not None
-            raise error from None  # the app's own exception, unchanged
+            app_error = error
+        if app_error is not None:
+            raise app_error  # the app's own exception, unchanged (raised outside `except`: no chaining)
 
 
 async def _nothing() -> None:

@@ -139,8 +139,9 @@ class ExecutionContext:
         """The context's dedicated thread, started on first need."""
         if self._worker is None:
             self._worker = Worker(f"lambdify:{self.function_name}:{self.id[:8]}")
-            # A context dropped with its Function (an app that is garbage) stops its thread.
-            weakref.finalize(self, self._worker.stop)
+            # A context dropped with its Function (an app that is garbage) stops its thread. (Not at
+            # exit: lambdify's own exit hook retires live contexts on their threads first.)
+            weakref.finalize(self, self._worker.stop).atexit = False
             if "asyncio" in sys.modules:
                 # Sync code that expects a current event loop (Mangum's asyncio.get_event_loop())
                 # finds the context's private loop, as it would find the main thread's on Lambda.
@@ -220,8 +221,12 @@ class ExecutionContext:
             self._hooks.append(close)
 
     def start(self, timeout: float) -> None:
-        """INIT from a sync caller, on the context's thread; `TimeoutError` after `timeout` seconds."""
-        self.worker.call(self.init_here, timeout=timeout)
+        """INIT from a sync caller, on the context's thread; `TimeoutError` after `timeout` seconds.
+
+        With nothing to run (no `init`, no class, no eager resource), no thread is started for it.
+        """
+        if self._init_steps() or self.resources._eager():
+            self.worker.call(self.init_here, timeout=timeout)
 
     def abandon_init(self, timeout: TimeoutError) -> bool:
         """Give up on an INIT that timed out; True if a thread was left running it."""

@@ -535,10 +535,9 @@ class _InlineBody(_Body):
         try:
             self._finish(error, decided=invocation.ceiling is not None and error is None)
         except FunctionError:
-            if error is not None and not isinstance(error, _TimedOut):
-                raise error from None  # the app's close() raised: the server sees it, as without lambdify
-        if error is not None and not isinstance(error, Exception):
-            raise error
+            pass  # (a failure after the response: counted and logged by the invocation)
+        if error is not None and not isinstance(error, _TimedOut):
+            raise error  # the app's close() raised: the server sees it, as without lambdify
 
     def _finish(self, error: BaseException | None, decided: bool = False) -> None:
         main_thread.release(self)

@@ -151,6 +151,7 @@ class Worker:
                     unwound()
                 if call.on_done is not None:
                     call.on_done(call)
+                del call  # (an idle thread must not keep its last call's arguments, the app among them, alive)
             except Abandoned:
                 # Delivered a moment after the overrunning call had already ended: nothing to unwind.
                 continue
