@@ -90,6 +90,7 @@ class ExecutionContext:
         self._function = function
         self._loop = loop
         self._private_loop: asyncio.AbstractEventLoop | None = None
+        self._loops: list[asyncio.AbstractEventLoop] = []  # every private loop made (for _drop_thread)
         self._worker: Worker | None = None
         self._tmp: Path | None = None
         self._hooks: list[Callable[[], Any]] = []
@@ -139,9 +140,9 @@ class ExecutionContext:
         """The context's dedicated thread, started on first need."""
         if self._worker is None:
             self._worker = Worker(f"lambdify:{self.function_name}:{self.id[:8]}")
-            # A context dropped with its Function (an app that is garbage) stops its thread. (Not at
-            # exit: lambdify's own exit hook retires live contexts on their threads first.)
-            weakref.finalize(self, self._worker.stop).atexit = False
+            # A context dropped with its Function (an app that is garbage) closes its thread's loop
+            # and stops the thread. (Not at exit: lambdify's exit hook retires live contexts first.)
+            weakref.finalize(self, _drop_thread, self._worker, self._loops).atexit = False
             if "asyncio" in sys.modules:
                 # Sync code that expects a current event loop (Mangum's asyncio.get_event_loop())
                 # finds the context's private loop, as it would find the main thread's on Lambda.
@@ -164,6 +165,7 @@ class ExecutionContext:
             from .background import install_task_factory
 
             self._private_loop = asyncio.new_event_loop()
+            self._loops.append(self._private_loop)
             install_task_factory(self._private_loop)
         return self._private_loop
 
@@ -221,12 +223,8 @@ class ExecutionContext:
             self._hooks.append(close)
 
     def start(self, timeout: float) -> None:
-        """INIT from a sync caller, on the context's thread; `TimeoutError` after `timeout` seconds.
-
-        With nothing to run (no `init`, no class, no eager resource), no thread is started for it.
-        """
-        if self._init_steps() or self.resources._eager():
-            self.worker.call(self.init_here, timeout=timeout)
+        """INIT from a sync caller, on the context's thread; `TimeoutError` after `timeout` seconds."""
+        self.worker.call(self.init_here, timeout=timeout)
 
     def abandon_init(self, timeout: TimeoutError) -> bool:
         """Give up on an INIT that timed out; True if a thread was left running it."""
@@ -309,6 +307,23 @@ class ExecutionContext:
 
             remove_scratch_dir(self._tmp)
             self._tmp = None
+
+
+def _drop_thread(worker: Worker, loops: list[asyncio.AbstractEventLoop]) -> None:
+    """A context was garbage-collected without SHUTDOWN: close its private loops on its thread
+    (no ResourceWarning for an unclosed loop), then end the thread."""
+    import _thread
+
+    def close() -> None:
+        for loop in loops:
+            if not loop.is_closed() and not loop.is_running():
+                loop.close()
+
+    if worker.ident == _thread.get_ident():
+        close()
+    elif not worker.abandoned:
+        worker.submit(close)
+    worker.stop()
 
 
 def _log_hook_failure(ctx: ExecutionContext, call: Callable[[], Any]) -> None:

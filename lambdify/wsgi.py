@@ -88,6 +88,9 @@ def json_response(start_response: StartResponse, status: int, message: str, requ
     return [body]
 
 
+_EMPTY: Final[Iterator[bytes]] = iter(())
+
+
 class _Body:
     """A response body that ends its invocation when it is exhausted or closed, whichever comes first.
 
@@ -265,13 +268,9 @@ class WSGIMiddleware:
         self.function = middleware_function(app, {**MIDDLEWARE_DEFAULTS, "concurrency": 1}, options)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        if main_thread.available():
-            return self._inline(environ, start_response)
-        return self._hand_off(environ, start_response)
-
-    # -- inline, on the main thread -------------------------------------------------------
-
-    def _inline(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if not main_thread.available():
+            return self._hand_off(environ, start_response)
+        # Inline, on the main thread.
         pool = self.function._main_thread_pool()
         ctx = pool.take()
         cold = False
@@ -380,9 +379,10 @@ class _InlineBody(_Body):
         self._sent = False  # the server has been given the status line
         self._write: Callable[[bytes], Any] | None = None
         self._iterable: Any = None
-        self._chunks: Iterator[bytes] = iter(())
+        self._chunks: Iterator[bytes] = _EMPTY
         self._first: bytes | None = None  # the body's first chunk, taken within the app's call
-        super().__init__(invocation.ctx)
+        self._ended = False
+        invocation.ctx.holder = weakref.ref(self)  # (as _Body.__init__ does, one call less)
 
     def _timed_out(self) -> InvocationTimeout:
         invocation = self._invocation
@@ -424,7 +424,7 @@ class _InlineBody(_Body):
                 self._first = first
                 break
             else:
-                self._chunks = iter(())
+                self._chunks = _EMPTY
         except BaseException as exc:  # noqa: B036 - each kind is handled in _failed
             main_thread.leave()
             _current.reset(token)
@@ -438,7 +438,10 @@ class _InlineBody(_Body):
             return self._failed(None)
         if invocation.ceiling is not None and invocation.outcome(None, None) is not None:
             return self._answer_now(500, "Memory limit exceeded")
-        self._send_status()
+        if self._status is not None:  # (the status line, as _send_status sends it)
+            self._sent = True
+            self._write = self._server_start(self._status, self._headers, self._exc_info)
+            self._exc_info = None
         return self
 
     @main_thread.shielded
@@ -530,6 +533,12 @@ class _InlineBody(_Body):
             if pushed:
                 main_thread.leave()
             _current.reset(token)
+        if error is None and not self.fired:  # the usual end: straight to the pool
+            try:
+                invocation.finish(self._pool, None, None, decided=invocation.ceiling is not None)
+            except FunctionError:
+                pass  # (the memory ceiling, past after the response: counted and logged)
+            return
         if self.fired:
             error = _TimedOut()
         try:
