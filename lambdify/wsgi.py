@@ -145,17 +145,16 @@ class _Flushing(_Body):
 
     __slots__ = ("_chunks", "_run")
 
-    def __init__(self, chunks: Iterable[bytes], run: SyncRun) -> None:
-        self._chunks = iter(chunks)
+    def __init__(self, chunks: list[bytes], run: SyncRun) -> None:
+        self._chunks = chunks
         self._run = run
         super().__init__(run.ctx)
 
-    def __next__(self) -> bytes:
-        try:
-            return next(self._chunks)
-        except StopIteration:
-            self.close()
-            raise
+    def __iter__(self) -> Iterator[bytes]:
+        # A generator, not a `__next__` of ours: the chunks are stepped through in C, and reading
+        # past the last one ends the invocation.
+        yield from self._chunks
+        self.close()
 
     def _end(self) -> None:
         error = self._run.settle()
