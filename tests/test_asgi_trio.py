@@ -12,8 +12,6 @@ from fastapi import BackgroundTasks, FastAPI
 
 from lambdify import ASGIMiddleware, current_context
 
-trio = pytest.importorskip("trio")
-
 
 def _app(done: list[str]) -> FastAPI:
     app = FastAPI()
