@@ -26,7 +26,7 @@ from .background import cancel_stray_tasks, flush, flush_portable
 from .config import build_config
 from .context import LambdaContext, _current, new_request_id
 from .endpoint import send_json
-from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, TooManyRequests
+from .errors import FunctionError, InvocationTimeout, LambdifyError, MemoryLimitExceeded, TooManyRequests
 from .function import PORTABLE, Function
 from .invocation import _Invocation, _TimedOut
 from .limits import peak_rss_mb
@@ -134,12 +134,8 @@ class ASGIMiddleware:
             request_id = new_request_id()
             try:
                 ctx, cold = await pool.aacquire(request_id)
-            except TooManyRequests:
-                await send_json(send, 429, {"message": "Too Many Requests"}, [_id_header(request_id)])
-                return
-            except FunctionError as exc:
-                logger.error("RequestId: %s INIT failed: %s", request_id, exc)
-                await send_json(send, 502, {"message": "Internal Server Error"}, [_id_header(request_id)])
+            except (TooManyRequests, FunctionError) as exc:
+                await _refuse(send, exc, request_id)
                 return
         request = _Request(function, ctx, request_id, cold, None)
         task = pool.current_task(pool.loop)  # type: ignore[arg-type]  # (a loop's pool)
@@ -242,12 +238,8 @@ class ASGIMiddleware:
             trivial = function.config.init is None and not function._is_class and pool._has_room()
             try:
                 ctx, cold = pool.acquire(request_id) if trivial else await _in_thread(pool.acquire, request_id)
-            except TooManyRequests:
-                await send_json(send, 429, {"message": "Too Many Requests"}, [_id_header(request_id)])
-                return
-            except FunctionError as exc:
-                logger.error("RequestId: %s INIT failed: %s", request_id, exc)
-                await send_json(send, 502, {"message": "Internal Server Error"}, [_id_header(request_id)])
+            except (TooManyRequests, FunctionError) as exc:
+                await _refuse(send, exc, request_id)
                 return
         invocation = _Invocation(function, ctx, request_id, cold, None)
         lc = invocation.lc
@@ -309,6 +301,15 @@ class ASGIMiddleware:
 
 async def _nothing() -> None:
     pass
+
+
+async def _refuse(send: Send, exc: LambdifyError, request_id: str) -> None:
+    """Answer a request that got no context: throttled (429), or its INIT failed (502)."""
+    if isinstance(exc, TooManyRequests):
+        await send_json(send, 429, {"message": "Too Many Requests"}, [_id_header(request_id)])
+    else:
+        logger.error("RequestId: %s INIT failed: %s", request_id, exc)
+        await send_json(send, 502, {"message": "Internal Server Error"}, [_id_header(request_id)])
 
 
 def _on_asyncio() -> bool:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .background import flush_here
 from .context import _current, new_request_id
 from .endpoint import MAX_SYNC_PAYLOAD
-from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, TooManyRequests
+from .errors import FunctionError, InvocationTimeout, LambdifyError, MemoryLimitExceeded, TooManyRequests
 from .events import BadResponse, request_event, response_from_result
 from .invocation import SyncRun, _Invocation, _TimedOut
 from .isolation import main_thread
@@ -138,6 +138,14 @@ class _Body:
     def __del__(self) -> None:
         if not getattr(self, "_ended", True):
             self._release("response body garbage-collected without being read to the end or closed")
+
+
+def _refuse(start_response: StartResponse, exc: LambdifyError, request_id: str) -> list[bytes]:
+    """Answer a request that got no context: throttled (429), or its INIT failed (502)."""
+    if isinstance(exc, TooManyRequests):
+        return json_response(start_response, 429, "Too Many Requests", request_id)
+    logger.error("RequestId: %s INIT failed: %s", request_id, exc)
+    return json_response(start_response, 502, "Internal Server Error", request_id)
 
 
 class _Flushing(_Body):
@@ -278,11 +286,8 @@ class WSGIMiddleware:
             request_id = new_request_id()
             try:
                 ctx, cold = pool.acquire(request_id)
-            except TooManyRequests:
-                return json_response(start_response, 429, "Too Many Requests", request_id)
-            except FunctionError as exc:
-                logger.error("RequestId: %s INIT failed: %s", request_id, exc)
-                return json_response(start_response, 502, "Internal Server Error", request_id)
+            except (TooManyRequests, FunctionError) as exc:
+                return _refuse(start_response, exc, request_id)
         invocation = _Invocation(self.function, ctx, request_id, cold, None)
         return _InlineBody(invocation, pool, start_response).start(self.app, environ)
 
@@ -309,11 +314,8 @@ class WSGIMiddleware:
         request_id = new_request_id()
         try:
             run = SyncRun(self.function, environ, request_id, target=self._run_app)
-        except TooManyRequests:
-            return json_response(start_response, 429, "Too Many Requests", request_id)
-        except FunctionError as exc:
-            logger.error("RequestId: %s INIT failed: %s", request_id, exc)
-            return json_response(start_response, 502, "Internal Server Error", request_id)
+        except (TooManyRequests, FunctionError) as exc:
+            return _refuse(start_response, exc, request_id)
         outcome = run.ready()  # (raises a KeyboardInterrupt, SystemExit... of the app's, as is)
         if outcome is None:
             run.settle()
@@ -548,7 +550,6 @@ class _InlineBody(_Body):
             raise error  # the app's close() raised: the server sees it, as without lambdify
 
     def _finish(self, error: BaseException | None, decided: bool = False) -> None:
-        main_thread.release(self)
         invocation = self._invocation
         if error is None and not self.fired:
             invocation.finish(self._pool, None, None, decided=decided)

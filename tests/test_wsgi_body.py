@@ -218,3 +218,33 @@ def test_stacked_middlewares_each_keep_their_deadline(outer: float, inner: float
     assert elapsed < 2.5
     inner_mw.function.shutdown()
     outer_mw.function.shutdown()
+
+
+TIMER_SCRIPT = """
+import atexit, signal
+
+def check():  # registered first, so it runs after lambdify's own exit hooks
+    print("timer at exit:", signal.getitimer(signal.ITIMER_REAL))
+
+atexit.register(check)
+
+from flask import Flask
+from lambdify import WSGIMiddleware
+
+app = Flask(__name__)
+app.get("/")(lambda: "ok")
+app.wsgi_app = WSGIMiddleware(app.wsgi_app, timeout=5)
+assert app.test_client().get("/").data == b"ok"
+print("timer after the request:", signal.getitimer(signal.ITIMER_REAL)[0] > 0)
+"""
+
+
+def test_no_timer_is_left_to_go_off_after_exit(tmp_path: Path) -> None:
+    # The timer is left set between requests (moving it costs a system call); a process that
+    # exits before it goes off must not die of SIGALRM while the interpreter finalizes.
+    script = tmp_path / "timer.py"
+    script.write_text(textwrap.dedent(TIMER_SCRIPT))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "timer after the request: True" in proc.stdout
+    assert "timer at exit: (0.0, 0.0)" in proc.stdout

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # (the C module: no stubs)
 import _thread
+import atexit
 import math
 import os
 import signal
@@ -150,17 +151,6 @@ def leave() -> None:
     _inside = bool(_stack)
 
 
-def release(deadline: Timed) -> None:
-    """The invocation has ended: the timer no longer raises for it (it is left to go off idle)."""
-    global _armed
-    if _armed is deadline and not _stack:
-        _armed = None
-
-
-def inside() -> bool:
-    return _inside
-
-
 class _DoneCall:
     """A call that has run already (what `MainThreadWorker.submit` returns)."""
 
@@ -229,6 +219,18 @@ _worker = MainThreadWorker()
 
 def main_thread_worker() -> MainThreadWorker:
     return _worker
+
+
+def _cancel_timer() -> None:
+    """At exit: a timer left set for a past invocation must not go off while the interpreter
+    finalizes, when SIGALRM is back to its default action (the process would die of it)."""
+    global _timer_at
+    if _timer_at != math.inf:
+        _timer_at = math.inf
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+atexit.register(_cancel_timer)  # (registered before lambdify's exit hook, so it runs after it)
 
 
 def _reset_after_fork() -> None:
