@@ -482,7 +482,7 @@ class _InlineBody(_Body):
         """The app raised, or ran out of time, before its response was handed to the server."""
         if self.fired:
             if not self._sent:
-                return self._answer_now(504, "Endpoint request timed out", close_app=True)
+                return self._answer_now(504, "Endpoint request timed out")
             self._ended = True
             self._finish(_TimedOut())
             raise self._timed_out()  # the status line has gone out: the server closes the connection
@@ -491,7 +491,7 @@ class _InlineBody(_Body):
         self._finish(exc)
         raise exc  # the app's own exception, unchanged, as the server would have seen it
 
-    def _answer_now(self, status: int, message: str, close_app: bool = False) -> list[bytes]:
+    def _answer_now(self, status: int, message: str) -> list[bytes]:
         """Answer for the app (504, 500) and end the invocation; the app's body is closed unread."""
         self._ended = True
         iterable = self._iterable
