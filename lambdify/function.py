@@ -286,16 +286,20 @@ class Function(Generic[F]):
     def shutdown(self) -> None:
         """Retire every context, after in-flight invocations and their background work have finished."""
         pools, deadline = self._close_pools()
+        delay = 0.0  # (SHUTDOWN usually takes well under a millisecond: look again soon, then less often)
         while self._still_closing(pools, deadline):
-            time.sleep(0.005)
+            time.sleep(delay)
+            delay = min(0.005, delay * 2 or 0.0002)
 
     async def ashutdown(self) -> None:
         """`shutdown()` for async callers."""
         import asyncio
 
         pools, deadline = self._close_pools()
+        delay = 0.0  # (a close handed to this very loop runs at the first yield)
         while self._still_closing(pools, deadline):  # noqa: ASYNC110 - pools settle from other threads too
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(delay)
+            delay = min(0.005, delay * 2 or 0.0002)
 
     def _close_pools(self) -> tuple[list[Pool], float]:
         """Take every pool out of service; SHUTDOWN starts for idle contexts, busy ones follow."""
