@@ -300,6 +300,7 @@ class Function(Generic[F]):
         while self._still_closing(pools, deadline):  # noqa: ASYNC110 - pools settle from other threads too
             await asyncio.sleep(delay)
             delay = min(0.005, delay * 2 or 0.0002)
+        await asyncio.sleep(0)  # (tasks that SHUTDOWN cancelled finish cancelling before this returns)
 
     def _close_pools(self) -> tuple[list[Pool], float]:
         """Take every pool out of service; SHUTDOWN starts for idle contexts, busy ones follow."""
