@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -94,19 +94,28 @@ def flush_here(ctx: ExecutionContext, lc: LambdaContext) -> None:
     lc._done = True
 
 
+async def _run_deferred(
+    ctx: ExecutionContext, lc: LambdaContext, call_sync: Callable[[Callable[[], Any]], Awaitable[Any]]
+) -> None:
+    """The deferred work, in order: awaitables awaited here, sync callables through `call_sync`."""
+    deferred = lc._deferred  # (a stray task may have made it meanwhile)
+    while deferred:
+        item, args, kwargs = deferred.pop(0)
+        try:
+            if _is_awaitable(item):
+                await item
+            else:
+                result = await call_sync(functools.partial(item, *args, **kwargs))
+                if _is_awaitable(result):
+                    await result
+        except Exception as exc:
+            _failed(ctx, lc, _describe(item), exc)
+
+
 async def flush(ctx: ExecutionContext, lc: LambdaContext) -> None:
     """Run deferred work (sync items on the context's thread, async ones here), then stray tasks."""
     while True:
-        deferred = lc._deferred  # (a stray task may have made it meanwhile)
-        while deferred:
-            item, args, kwargs = deferred.pop(0)
-            try:
-                if _is_awaitable(item):
-                    await item
-                else:
-                    await ctx.acall(functools.partial(item, *args, **kwargs))
-            except Exception as exc:
-                _failed(ctx, lc, _describe(item), exc)
+        await _run_deferred(ctx, lc, ctx.acall)
         if not lc._tasks:
             break
         await await_stray_tasks(ctx, lc)
@@ -118,24 +127,14 @@ async def flush(ctx: ExecutionContext, lc: LambdaContext) -> None:
 async def flush_portable(ctx: ExecutionContext, lc: LambdaContext) -> None:
     """`flush` on an event loop that is not asyncio's (trio, through anyio): sync items on the
     context's thread, awaitables here. Tasks are not attributed to invocations there."""
-    import anyio
+    import anyio.to_thread
 
-    deferred = lc._deferred
-    while deferred:
-        item, args, kwargs = deferred.pop(0)
-        try:
-            if _is_awaitable(item):
-                await item
-            else:
-                call = functools.partial(item, *args, **kwargs)
-                timeout = max(0.0, lc._deadline - _monotonic())
-                result = await anyio.to_thread.run_sync(
-                    functools.partial(ctx.worker.call, call, timeout=timeout), abandon_on_cancel=True
-                )
-                if _is_awaitable(result):
-                    await result
-        except Exception as exc:
-            _failed(ctx, lc, _describe(item), exc)
+    async def on_its_thread(call: Callable[[], Any]) -> Any:
+        timeout = max(0.0, lc._deadline - _monotonic())
+        run = functools.partial(ctx.worker.call, call, timeout=timeout)
+        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+
+    await _run_deferred(ctx, lc, on_its_thread)
     lc._done = True
 
 
