@@ -195,8 +195,8 @@ def wsgi_loop(app: Any) -> Callable[[int], Awaitable[float]]:
 async def pieces(rounds: int, n: int) -> list[tuple[str, float]]:
     """µs per call of each step `ASGIMiddleware._http` takes for a request (lambdify internals:
     this section follows lambdify/asgi.py and may need updating when that changes)."""
-    from lambdify.context import _current, new_request_id
-    from lambdify.invocation import _Invocation
+    from lambdify.core.current import _current, new_request_id
+    from lambdify.core.invocation import _Invocation
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         return None
@@ -204,7 +204,7 @@ async def pieces(rounds: int, n: int) -> list[tuple[str, float]]:
     middleware = ASGIMiddleware(app)
     function = middleware.function
     loop = asyncio.get_running_loop()
-    pool = function._pool(loop)
+    pool = function.pool(loop)
     ctx, _ = await pool.aacquire()
     pool.release(ctx)
 
@@ -354,9 +354,9 @@ async def pieces(rounds: int, n: int) -> list[tuple[str, float]]:
 
 async def fn_pieces(rounds: int, n: int) -> list[tuple[str, float]]:
     """µs per call of the steps `fn.asgi` takes for a request (public codecs and `ainvoke`)."""
-    from lambdify.context import new_request_id
-    from lambdify.events import request_event, response_from_result
-    from lambdify.invocation import ensure_json
+    from lambdify.core.current import new_request_id
+    from lambdify.core.invocation import ensure_json
+    from lambdify.http.events import request_event, response_from_result
 
     @handler(name="hello")
     async def hello(event: Any, context: Any) -> Any:
@@ -425,7 +425,7 @@ async def fn_pieces(rounds: int, n: int) -> list[tuple[str, float]]:
 
 def wsgi_pieces(rounds: int, n: int) -> list[tuple[str, float]]:
     """µs per call of the steps `WSGIMiddleware.__call__` takes for a request (lambdify internals)."""
-    from lambdify.invocation import SyncRun
+    from lambdify.core.invocation import SyncRun
     from lambdify.isolation.thread import Worker
 
     def app(environ: Any, start_response: Any) -> list[bytes]:
@@ -462,7 +462,7 @@ def wsgi_pieces(rounds: int, n: int) -> list[tuple[str, float]]:
             run.complete()
         return time.perf_counter() - start
 
-    pool = function._pool(None)
+    pool = function.pool(None)
 
     def acquire_release(k: int) -> float:
         start = time.perf_counter()
@@ -503,7 +503,7 @@ def wsgi_pieces(rounds: int, n: int) -> list[tuple[str, float]]:
 def task_creation(rounds: int, n: int) -> list[tuple[str, float]]:
     """µs per `loop.create_task` without and with lambdify's task factory (installed on the loop of
     any pool, so every task the server creates, e.g. one per request, goes through it)."""
-    from lambdify.background import install_task_factory
+    from lambdify.core.background import install_task_factory
 
     async def nothing() -> None:
         return None

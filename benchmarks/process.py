@@ -299,8 +299,8 @@ def profile_warm(module: ModuleType, rounds: int) -> None:
     channel), so it may need updating when they change; it is skipped if they moved."""
     print("## (a') where the warm time goes (re-enacting run_sync step by step; internals)")
     try:
-        from lambdify.context import new_request_id
-        from lambdify.invocation import _Invocation
+        from lambdify.core.current import new_request_id
+        from lambdify.core.invocation import _Invocation
         from lambdify.isolation.process import _answer, _done, event_json, invoke_message
     except ImportError as exc:
         print(f"skipped: {exc}\n")
@@ -317,7 +317,7 @@ def profile_warm(module: ModuleType, rounds: int) -> None:
         event_text = event_json(EVENT)
         request_id = new_request_id()
         t1 = pc()
-        pool = fn._pool(None)
+        pool = fn.engine.pool(None)
         ctx, cold = pool.take(), False
         if ctx is None:
             ctx, cold = pool.acquire()
@@ -343,7 +343,7 @@ def profile_warm(module: ModuleType, rounds: int) -> None:
     try:
         fn.invoke(EVENT)
         raw_fn.invoke(EVENT)
-        pool = raw_fn._pool(None)
+        pool = raw_fn.engine.pool(None)
         held, _ = pool.acquire()  # held busy, so that it is never frozen while we talk to it directly
         held.thaw()
         channel = held.channel
@@ -409,7 +409,7 @@ def profile_warm(module: ModuleType, rounds: int) -> None:
 
 
 def _context_pid(fn: Any) -> int:
-    pool = fn._pool(None)
+    pool = fn.engine.pool(None)
     ctx, _ = pool.acquire()
     pool.release(ctx)
     return int(ctx.pid)

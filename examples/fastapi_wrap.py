@@ -20,7 +20,7 @@ import httpx
 from fastapi import BackgroundTasks, Depends, FastAPI
 
 from lambdify import ASGIMiddleware, ExecutionContext, LambdaContext
-from lambdify.asgi import lambda_context
+from lambdify.http.dependencies import lambda_context
 
 
 def setup(ctx: ExecutionContext) -> None:

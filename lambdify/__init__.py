@@ -9,41 +9,61 @@ def hello(event, context):
 
 hello.invoke({"name": "Ada"})
 ```
+
+Every public name is loaded on first use (module `__getattr__`): `import lambdify` costs
+almost nothing, a layer can be imported without the layers above it, and the HTTP surfaces
+(asyncio) load only when asked for.
 """
 
 import typing as _typing
 
-from .context import ExecutionContext as ExecutionContext
-from .context import LambdaContext as LambdaContext
-from .context import current_context as current_context
-from .errors import FunctionError as FunctionError
-from .errors import InitError as InitError
-from .errors import InvocationTimeout as InvocationTimeout
-from .errors import LambdifyError as LambdifyError
-from .errors import MemoryLimitExceeded as MemoryLimitExceeded
-from .errors import TooManyRequests as TooManyRequests
-from .function import Function as Function
-from .function import handler as handler
-from .function import stats as stats
-
 if _typing.TYPE_CHECKING:
-    from .app import FunctionApp as FunctionApp
-    from .asgi import ASGIMiddleware as ASGIMiddleware
-    from .wsgi import WSGIMiddleware as WSGIMiddleware
-
-_LAZY = {"FunctionApp": "app", "ASGIMiddleware": "asgi", "WSGIMiddleware": "wsgi"}
+    from .core.context import ExecutionContext as ExecutionContext
+    from .core.context import LambdaContext as LambdaContext
+    from .core.current import current_context as current_context
+    from .core.errors import FunctionError as FunctionError
+    from .core.errors import InitError as InitError
+    from .core.errors import InvocationTimeout as InvocationTimeout
+    from .core.errors import LambdifyError as LambdifyError
+    from .core.errors import MemoryLimitExceeded as MemoryLimitExceeded
+    from .core.errors import TooManyRequests as TooManyRequests
+    from .function import Function as Function
+    from .function import handler as handler
+    from .function import stats as stats
+    from .http.app import FunctionApp as FunctionApp
+    from .http.asgi_middleware import ASGIMiddleware as ASGIMiddleware
+    from .http.wsgi import WSGIMiddleware as WSGIMiddleware
 
 __version__ = "0.1.0"
 
+_WHERE = {
+    "ExecutionContext": "core.context",
+    "LambdaContext": "core.context",
+    "current_context": "core.current",
+    "FunctionError": "core.errors",
+    "InitError": "core.errors",
+    "InvocationTimeout": "core.errors",
+    "LambdifyError": "core.errors",
+    "MemoryLimitExceeded": "core.errors",
+    "TooManyRequests": "core.errors",
+    "Function": "function",
+    "handler": "function",
+    "stats": "function",
+    "FunctionApp": "http.app",
+    "ASGIMiddleware": "http.asgi_middleware",
+    "WSGIMiddleware": "http.wsgi",
+}
+
 
 def __getattr__(name: str) -> object:
-    # The HTTP surfaces import asyncio; `import lambdify` (e.g. on AWS) need not pay for them.
-    module = _LAZY.get(name)
-    if module is not None:
-        import importlib
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lambdify' has no attribute {name!r}")
+    import importlib
 
-        return getattr(importlib.import_module(f".{module}", __name__), name)
-    raise AttributeError(f"module 'lambdify' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # (found once: later lookups are plain module attributes)
+    return value
 
 
 def __dir__() -> list[str]:

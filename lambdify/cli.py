@@ -97,8 +97,8 @@ def _configure_logging() -> None:
 
 
 def invoke_command(target: str, event_source: str | None) -> int:
-    from ._loader import TargetError, load_functions
-    from .errors import FunctionError, LambdifyError
+    from .core.errors import FunctionError, LambdifyError
+    from .core.loader import TargetError
 
     try:
         event = _read_event(event_source)
@@ -141,8 +141,7 @@ _ISOLATION_ENV = "LAMBDIFY_SERVE_ISOLATION"
 
 def serve_app() -> Any:
     """The app each `lambdify serve` worker runs (a uvicorn factory: workers import it afresh)."""
-    from ._loader import load_functions
-    from .app import FunctionApp
+    from .http.app import FunctionApp
 
     functions = [fn for target in json.loads(os.environ[_TARGETS_ENV]) for fn in load_functions(target)]
     isolation = os.environ.get(_ISOLATION_ENV)
@@ -154,10 +153,14 @@ def serve_app() -> Any:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    from ._loader import TargetError, load_functions
+    from .core.loader import TargetError
 
     if args.workers < 1:
         return _fail(f"--workers must be at least 1, got {args.workers}")
+    try:
+        import uvicorn  # noqa: F401
+    except ImportError:
+        return _fail("lambdify serve needs uvicorn: pip install 'lambdify[serve]'")
     try:
         functions = [fn for target in args.targets for fn in load_functions(target)]
     except TargetError as exc:
@@ -171,7 +174,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
         try:
             for function in functions:
-                handler_location(function)
+                handler_location(function.engine)
         except ValueError as exc:
             return _fail(str(exc))
     problem = _bind_problem(args.host, args.port)
@@ -221,3 +224,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def load_functions(target: str) -> list[Any]:
+    """The Functions a TARGET names: one for `...:attr`, every one defined in a bare `file.py`."""
+    from pathlib import Path
+
+    from .core.loader import TargetError, import_file, load_attribute
+    from .function import Function
+
+    if target.endswith(".py") and ":" not in target.rpartition("/")[2]:
+        module = import_file(Path(target))
+        found = [value for value in vars(module).values() if isinstance(value, Function)]
+        unique = list({id(fn): fn for fn in found}.values())
+        if not unique:
+            raise TargetError(f"{target}: defines no @handler function")
+        return unique
+    obj = load_attribute(target)
+    if not isinstance(obj, Function):
+        raise TargetError(f"{target}: is a {type(obj).__name__}, not a @handler function")
+    return [obj]

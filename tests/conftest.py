@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from lambdify import Function, limits
+from lambdify import Function
+from lambdify.core import limits
 
 REQUIRE_SERVICES = os.environ.get("LAMBDIFY_REQUIRE_SERVICES") == "1"
 

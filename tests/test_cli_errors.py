@@ -77,3 +77,13 @@ def test_version(tmp_path: Path) -> None:
     completed = _lambdify("--version", cwd=tmp_path)
     assert completed.returncode == 0
     assert completed.stdout == f"lambdify {lambdify.__version__}\n"
+
+
+def test_serve_without_uvicorn_names_the_extra_to_install(hello: Path) -> None:
+    # A Lambda deployment ships no web server: uvicorn is the `serve` extra's.
+    code = "import sys; sys.modules['uvicorn'] = None; from lambdify.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "serve", "hello.py"], cwd=hello, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["lambdify: lambdify serve needs uvicorn: pip install 'lambdify[serve]'"]

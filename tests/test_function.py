@@ -174,7 +174,7 @@ def test_async_class_form(functions: list[Function[Any]]) -> None:
             return event * self.factor
 
     functions.append(Doubler)
-    assert Doubler._is_async
+    assert Doubler.engine.is_async
     assert Doubler.invoke(21) == 42
 
 
@@ -429,7 +429,7 @@ def test_invoke_of_async_handler_from_its_own_loop_is_refused(functions: list[Fu
 def test_request_ids_are_distinct_uuid4s() -> None:
     import uuid
 
-    from lambdify.context import new_request_id
+    from lambdify.core.current import new_request_id
 
     ids = [new_request_id() for _ in range(1000)]  # several batches
     assert len(set(ids)) == len(ids)

@@ -14,7 +14,7 @@ import struct
 import time
 from typing import Any, Final
 
-from .._json import to_json
+from ..core.marshal import to_json
 
 _HEADER: Final = struct.Struct(">I")
 _INCOMPLETE: Final = object()

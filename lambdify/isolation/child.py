@@ -19,10 +19,11 @@ import sys
 import time
 from typing import Any
 
-from ..background import flush_here
-from ..context import LambdaContext, _current
-from ..errors import stack_trace
-from ..limits import peak_rss_mb, scratch_usage_mb
+from ..core.background import flush_here
+from ..core.context import LambdaContext
+from ..core.current import _current
+from ..core.errors import stack_trace
+from ..core.limits import peak_rss_mb, scratch_usage_mb
 from .channel import Channel, ChannelClosed, encode
 
 PR_SET_PDEATHSIG = 1
@@ -49,7 +50,8 @@ def template_main() -> None:
     # What every child needs, imported once here so that each fork starts with it.
     import tempfile  # noqa: F401
 
-    from .. import _loader, background, context, function, invocation, limits, logs  # noqa: F401
+    # (and `lambdify` itself, which the command line imported: the façade that user modules import)
+    from ..core import background, context, invocation, limits, loader, logs  # noqa: F401
 
     die_with_parent()
     control = socket.socket(fileno=int(sys.argv[1]))
@@ -196,14 +198,14 @@ def _serve(channel: Channel) -> None:
 def _initialise(spec: dict[str, Any]) -> Any:
     from pathlib import Path
 
-    from .._loader import _import_file, _import_module
-    from ..context import ExecutionContext
-    from ..function import Function
+    from ..core.context import ExecutionContext
+    from ..core.engine import Engine
+    from ..core.loader import import_file, import_module_named
     from .process import init_import
 
     init_import.module = spec["file"] or spec["module"]
     try:
-        module = _import_file(Path(spec["file"])) if spec.get("file") else _import_module(spec["module"])
+        module = import_file(Path(spec["file"])) if spec.get("file") else import_module_named(spec["module"])
     finally:
         init_import.module = None
         if init_import.refusal:  # (also if the module caught the error)
@@ -211,10 +213,11 @@ def _initialise(spec: dict[str, Any]) -> Any:
     target: Any = module
     for part in spec["qualname"].split("."):
         target = getattr(target, part)
-    if not isinstance(target, Function):
+    engine = getattr(target, "engine", None)  # (a `Function`: what `@handler` made)
+    if not isinstance(engine, Engine):
         raise TypeError(f"{spec['module']}.{spec['qualname']} is not a @handler function")
-    target.config = target.config.replace(**spec["config"])
-    ctx = ExecutionContext(target, None)
+    engine.config = engine.config.replace(**spec["config"])
+    ctx = ExecutionContext(engine, None)
     ctx._tmp = Path(spec["tmp"])
     ctx.id = spec["id"]
     ctx.log_stream_name = spec["log_stream_name"]

@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # (the C module: no stubs)
 import _thread
-import atexit
 import math
-import os
 import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol, TypeVar
+
+from ..core import hooks
 
 _REFIRE: Final = 0.1  # seconds between repeated alarms while the timed-out code runs on
 _HAS_TIMER: Final = hasattr(signal, "setitimer") and hasattr(signal, "SIGALRM")
@@ -230,7 +230,7 @@ def _cancel_timer() -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-atexit.register(_cancel_timer)  # (registered before lambdify's exit hook, so it runs after it)
+hooks.at_exit(_cancel_timer, hooks.FINAL)
 
 
 def _reset_after_fork() -> None:
@@ -240,4 +240,4 @@ def _reset_after_fork() -> None:
     _stack.clear()
 
 
-os.register_at_fork(after_in_child=_reset_after_fork)
+hooks.at_fork(_reset_after_fork)

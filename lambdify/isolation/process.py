@@ -22,18 +22,20 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from .._json import to_json
-from ..context import ExecutionContext
-from ..errors import FunctionError, InitError, MemoryLimitExceeded
-from ..invocation import MAX_REQUEST, Reported, _Invocation, _TimedOut
-from ..invocation import _answer as answer_caller
-from ..logs import logger
+from ..core import hooks
+from ..core.context import ExecutionContext
+from ..core.errors import FunctionError, InitError, MemoryLimitExceeded
+from ..core.invocation import MAX_REQUEST, Reported, _Invocation, _TimedOut
+from ..core.invocation import _answer as answer_caller
+from ..core.logs import logger
+from ..core.marshal import to_json
 from .channel import Channel, ChannelClosed, frame
+from .thread import Worker
 
 if TYPE_CHECKING:
     import asyncio
 
-    from ..function import Function
+    from ..core.engine import Engine
 
 _FORK_TIMEOUT: Final = 10.0
 
@@ -69,7 +71,7 @@ class _Template:
                 [
                     sys.executable,
                     "-c",
-                    "from lambdify.isolation.child import template_main; template_main()",
+                    "import lambdify; from lambdify.isolation.child import template_main; template_main()",
                     str(theirs.fileno()),
                 ],
                 pass_fds=(theirs.fileno(),),
@@ -162,7 +164,7 @@ class _Template:
 
 
 template = _Template()
-os.register_at_fork(after_in_child=template.reset_after_fork)
+hooks.at_fork(template.reset_after_fork)
 
 
 class _InitImport:
@@ -202,10 +204,11 @@ def describe_exit(status: int | None) -> str:
     return f"Runtime exited with error: exit status {os.waitstatus_to_exitcode(status)}"
 
 
-def handler_location(function: Function[Any]) -> tuple[str, str | None, str]:
+def handler_location(function: Engine) -> tuple[str, str | None, str]:
     """(module, file, qualname) by which a child imports the handler."""
-    module_name = getattr(function, "__module__", None) or ""
-    qualname = getattr(function, "__qualname__", None) or function.config.name
+    owner = function.owner  # (the `Function`, which carries its handler's name and module)
+    module_name = getattr(owner, "__module__", None) or ""
+    qualname = getattr(owner, "__qualname__", None) or function.config.name
     if "<locals>" in qualname or "<lambda>" in qualname:
         raise ValueError(
             f"isolation='process' needs a module-level handler: {module_name}.{qualname} is defined inside a "
@@ -223,7 +226,7 @@ def handler_location(function: Function[Any]) -> tuple[str, str | None, str]:
 class ProcessContext(ExecutionContext):
     """An execution context living in a child process; this object is the parent's handle on it."""
 
-    def __init__(self, function: Function[Any], loop: asyncio.AbstractEventLoop | None) -> None:
+    def __init__(self, function: Engine, loop: asyncio.AbstractEventLoop | None) -> None:
         super().__init__(function, loop)
         self.pid = 0
         self.channel: Channel | None = None
@@ -234,14 +237,14 @@ class ProcessContext(ExecutionContext):
     @property
     def tmp(self) -> Path:
         if self._scratch is None:
-            from ..limits import make_scratch_dir
+            from ..core.limits import make_scratch_dir
 
             self._scratch = make_scratch_dir(self.function_name)
         return self._scratch
 
     def _remove_scratch(self) -> None:
         if self._scratch is not None:
-            from ..limits import remove_scratch_dir
+            from ..core.limits import remove_scratch_dir
 
             remove_scratch_dir(self._scratch)
             self._scratch = None
@@ -422,9 +425,9 @@ def _done(invocation: Any, message: dict[str, Any]) -> None:
         invocation.retire = f"scratch directory holds {message['tmp_mb']:.1f} MB, over tmp_mb"
 
 
-def run_sync(function: Function[Any], event: Any, request_id: str, deadline: float | None = None) -> Any:
+def run_sync(function: Engine, event: Any, request_id: str, deadline: float | None = None) -> Any:
     event_text = event_json(event)
-    pool = function._pool(None)
+    pool = function.pool(None)
     ctx, cold = pool.take(), False
     if ctx is None:
         ctx, cold = pool.acquire(request_id)
@@ -449,7 +452,7 @@ def run_sync(function: Function[Any], event: Any, request_id: str, deadline: flo
 
 
 async def run_async(
-    function: Function[Any],
+    function: Engine,
     event: Any,
     request_id: str,
     deadline: float | None = None,
@@ -461,7 +464,7 @@ async def run_async(
     import asyncio
 
     event_text = event_json(event)
-    pool = function._pool(asyncio.get_running_loop())
+    pool = function.pool(asyncio.get_running_loop())
     ctx, cold = pool.take(), False
     if ctx is None:
         ctx, cold = await pool.aacquire(request_id)
@@ -506,3 +509,27 @@ def _exit(ctx: ProcessContext, request_id: str) -> BaseException:
 
 def stop_template() -> None:
     template.stop()
+
+
+class _ProcessBackend:
+    """Process isolation: each context is a child process; invocations travel over its channel."""
+
+    name = "process"
+    context_class = ProcessContext
+    run_sync = staticmethod(run_sync)
+    run_async = staticmethod(run_async)
+
+    @staticmethod
+    def worker(name: str) -> Worker:
+        return Worker(name)
+
+    @staticmethod
+    def main_thread_worker() -> Any:
+        raise ValueError("isolation='process' runs its contexts in child processes, not on the main thread")
+
+    @staticmethod
+    def check(engine: Engine) -> None:
+        handler_location(engine)  # fail now, clearly, if a child could not import the handler
+
+
+PROCESS: Final = _ProcessBackend()

@@ -34,9 +34,16 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+from ..core import hooks
+from ..core.context import ExecutionContext
+from ..core.errors import ThreadStartError
+
+if TYPE_CHECKING:
+    from ..core.engine import Engine
 
 _START_TIMEOUT = 5.0
 _start_thread = _thread.start_new_thread
@@ -47,10 +54,6 @@ class Abandoned(BaseException):
 
     A `BaseException`, so that the usual `except Exception:` in user code does not swallow it.
     """
-
-
-class ThreadStartError(RuntimeError):
-    """The OS could not start a thread (usually: memory is at its limit)."""
 
 
 class _Call:
@@ -315,4 +318,30 @@ class _LateUnwind:
 
 
 _late = _LateUnwind()
-os.register_at_fork(after_in_child=_late.reset_after_fork)
+hooks.at_fork(_late.reset_after_fork)
+
+
+class _ThreadBackend:
+    """Thread isolation: each context runs its sync code on a dedicated thread of this process."""
+
+    name = "thread"
+    context_class = ExecutionContext
+    run_sync: Callable[..., Any] | None = None  # (the engine's own drivers)
+    run_async: Callable[..., Awaitable[Any]] | None = None
+
+    @staticmethod
+    def worker(name: str) -> Worker:
+        return Worker(name)
+
+    @staticmethod
+    def main_thread_worker() -> Any:
+        from .main_thread import main_thread_worker
+
+        return main_thread_worker()
+
+    @staticmethod
+    def check(engine: Engine) -> None:
+        pass
+
+
+THREAD: Final = _ThreadBackend()

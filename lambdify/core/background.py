@@ -1,0 +1,184 @@
+"""Background work finishes before the invocation does.
+
+Two kinds: what the handler registered with `context.defer(...)`, run one item after another
+in registration order once the handler has returned or raised; and asyncio tasks the handler
+created and left running. Tasks are attributed to the invocation that created them by a task
+factory that reads the current invocation from a ContextVar (tasks inherit the creator's
+context), so nothing depends on diffing `asyncio.all_tasks()`.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Awaitable, Callable
+from time import monotonic as _monotonic
+from typing import TYPE_CHECKING, Any
+
+from .current import _current
+from .logs import logger
+from .resources import _is_awaitable
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .context import ExecutionContext, LambdaContext
+
+
+def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
+    """Make `loop` record each task created during an invocation on that invocation (idempotent)."""
+    import asyncio
+
+    previous = loop.get_task_factory()
+    if getattr(previous, "_lambdify", False):
+        return
+    new_task = asyncio.Task
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        # (**kwargs: newer Pythons pass create_task's keyword arguments, `name` among them, through)
+        task: asyncio.Task[Any] = (
+            new_task(coro, loop=loop, **kwargs) if previous is None else previous(loop, coro, **kwargs)  # type: ignore[assignment]
+        )
+        lc = _current.get(None)
+        if lc is not None and not lc._done:
+            if lc._tasks is None:
+                lc._tasks = set()
+            lc._tasks.add(task)
+        return task
+
+    factory._lambdify = True  # type: ignore[attr-defined]
+    loop.set_task_factory(factory)
+
+
+def current_task_getter() -> Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None]:
+    """`asyncio.current_task`, minus the Python wrapper it has before 3.12 (a dict lookup in it)."""
+    import asyncio.tasks
+
+    tasks = getattr(asyncio.tasks, "_current_tasks", None)
+    if sys.version_info < (3, 12) and isinstance(tasks, dict):
+        return tasks.get
+    return asyncio.current_task
+
+
+def _failed(ctx: ExecutionContext, lc: LambdaContext, what: str, exc: BaseException) -> None:
+    ctx._function.count("deferred_errors")
+    logger.error(
+        "RequestId: %s deferred %s failed: %s: %s",
+        lc.aws_request_id,
+        what,
+        type(exc).__name__,
+        exc,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+
+
+def _describe(item: Any) -> str:
+    return getattr(item, "__qualname__", None) or repr(item)
+
+
+def flush_here(ctx: ExecutionContext, lc: LambdaContext) -> None:
+    """Run the deferred work of a loop-less context, on its own thread."""
+    while True:
+        deferred = lc._deferred  # (a stray task may have made it meanwhile)
+        while deferred:
+            item, args, kwargs = deferred.pop(0)
+            try:
+                ctx.settle(item if _is_awaitable(item) else item(*args, **kwargs))
+            except Exception as exc:
+                _failed(ctx, lc, _describe(item), exc)
+        if not lc._tasks:
+            break
+        ctx.run_coroutine_here(await_stray_tasks(ctx, lc))
+        if not lc._deferred:
+            break
+    lc._done = True
+
+
+async def _run_deferred(
+    ctx: ExecutionContext, lc: LambdaContext, call_sync: Callable[[Callable[[], Any]], Awaitable[Any]]
+) -> None:
+    """The deferred work, in order: awaitables awaited here, sync callables through `call_sync`."""
+    deferred = lc._deferred  # (a stray task may have made it meanwhile)
+    while deferred:
+        item, args, kwargs = deferred.pop(0)
+        try:
+            if _is_awaitable(item):
+                await item
+            else:
+                result = await call_sync(functools.partial(item, *args, **kwargs))
+                if _is_awaitable(result):
+                    await result
+        except Exception as exc:
+            _failed(ctx, lc, _describe(item), exc)
+
+
+async def flush(ctx: ExecutionContext, lc: LambdaContext) -> None:
+    """Run deferred work (sync items on the context's thread, async ones here), then stray tasks."""
+    while True:
+        await _run_deferred(ctx, lc, ctx.acall)
+        if not lc._tasks:
+            break
+        await await_stray_tasks(ctx, lc)
+        if not lc._deferred:
+            break
+    lc._done = True
+
+
+async def flush_portable(ctx: ExecutionContext, lc: LambdaContext) -> None:
+    """`flush` on an event loop that is not asyncio's (trio, through anyio): sync items on the
+    context's thread, awaitables here. Tasks are not attributed to invocations there."""
+    import anyio.to_thread
+
+    async def on_its_thread(call: Callable[[], Any]) -> Any:
+        timeout = max(0.0, lc._deadline - _monotonic())
+        run = functools.partial(ctx.worker.call, call, timeout=timeout)
+        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+
+    await _run_deferred(ctx, lc, on_its_thread)
+    lc._done = True
+
+
+async def await_stray_tasks(ctx: ExecutionContext, lc: LambdaContext) -> None:
+    """Deal with the tasks the invocation left running, per the function's `stray_tasks` policy."""
+    import asyncio
+
+    policy = ctx._function.config.stray_tasks
+    me = asyncio.current_task()
+    seen: set[asyncio.Task[Any]] = set()
+    while lc._tasks:
+        tasks, lc._tasks = lc._tasks, None
+        if me is not None:
+            tasks.discard(me)
+        pending = {task for task in tasks if not task.done()}
+        if pending and policy == "warn":
+            names = ", ".join(sorted(task.get_name() for task in pending))
+            logger.warning("RequestId: %s left %d task(s) running: %s", lc.aws_request_id, len(pending), names)
+            tasks -= pending
+        elif pending and policy == "cancel":
+            for task in pending:
+                task.cancel()
+        if pending and policy != "warn":
+            await asyncio.wait(pending)
+        for task in tasks - seen:
+            seen.add(task)
+            if not task.cancelled() and task.exception() is not None:
+                _failed(ctx, lc, f"task {task.get_name()}", task.exception())  # type: ignore[arg-type]
+
+
+def drop_deferred(lc: LambdaContext, reason: str) -> None:
+    """Log, one line each, the deferred work an invocation ends without running (after a timeout)."""
+    import types
+
+    deferred, lc._deferred = lc._deferred, None
+    for item, _args, _kwargs in deferred or ():
+        logger.error("RequestId: %s deferred %s dropped: %s", lc.aws_request_id, _describe(item), reason)
+        if isinstance(item, types.CoroutineType):
+            item.close()  # (never awaited, by design: no RuntimeWarning about it)
+
+
+def cancel_stray_tasks(lc: LambdaContext) -> None:
+    """After a timeout the context is reset, so whatever the invocation left running is cancelled."""
+    tasks, lc._tasks = lc._tasks, None
+    lc._done = True
+    for task in tasks or ():
+        task.cancel()

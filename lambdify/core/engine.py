@@ -1,0 +1,399 @@
+"""The engine of one function: its handler and config, its pools of contexts, its counters.
+
+A `Function` (the façade), a middleware's wrapped app and a `lambda_handler` each own one
+engine. The engine never imports what uses it: it is handed its isolation backend (where a
+context's code runs, `lambdify.isolation`), and everything above reaches it through the
+methods here rather than through private state.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import threading
+import time
+import weakref
+from _thread import get_ident
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from . import hooks
+from .config import Config, function_arn
+from .errors import TooManyRequests, failure_counter
+from .limits import apply_memory_backstop, request_restart
+from .logs import logger
+from .pool import Pool
+
+if TYPE_CHECKING:
+    from .context import ExecutionContext
+
+__all__ = ["MAIN_THREAD", "PORTABLE", "Backend", "Engine", "stats"]
+
+_CO_COROUTINE: Final = 0x80
+_COUNTERS: Final = (
+    "invocations",
+    "cold_starts",
+    "warm_starts",
+    "errors",
+    "timeouts",
+    "oom",
+    "throttles",
+    "contexts_retired",
+    "deferred_errors",
+    "abandoned_threads",
+    "init_errors",
+)
+MAIN_THREAD: Final = "main thread"  # the key of the pool whose contexts run inline on the main thread
+PORTABLE: Final = "portable"  # the key of the pool for event loops other than asyncio's (trio, via anyio)
+
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+_serials = itertools.count()
+
+
+class Backend(Protocol):
+    """Where a function's code runs: a thread per context, or a child process per context.
+
+    `lambdify.isolation` provides the two; the engine only calls what is declared here.
+    """
+
+    name: str
+    context_class: type[ExecutionContext]
+    #: Drivers that replace the engine's own (a child process runs the handler); None: run here.
+    run_sync: Callable[..., Any] | None
+    run_async: Callable[..., Awaitable[Any]] | None
+
+    def worker(self, name: str) -> Any:
+        """A new dedicated thread for a context's sync code."""
+        ...
+
+    def main_thread_worker(self) -> Any:
+        """The process's main thread, as a context's thread (WSGI inline)."""
+        ...
+
+    def check(self, engine: Engine) -> None:
+        """Fail now, clearly, if this backend cannot run `engine`'s handler."""
+        ...
+
+
+def is_async(target: Any) -> bool:
+    """Whether calling `target` returns a coroutine (checked without importing `inspect`)."""
+    if isinstance(target, type):
+        target = getattr(target, "__call__", None)  # noqa: B004 - the class form's __call__
+    while isinstance(target, functools.partial):
+        target = target.func
+    code = getattr(target, "__code__", None)
+    if code is None and target is not None and not hasattr(target, "__func__"):
+        code = getattr(type(target).__call__, "__code__", None)
+    func = getattr(target, "__func__", target)
+    code = code or getattr(func, "__code__", None)
+    return bool(code is not None and code.co_flags & _CO_COROUTINE)
+
+
+class Engine:
+    """One function's handler, config and isolation backend, its pools (one per event loop, one
+    for sync callers, one for the main thread) and its counters."""
+
+    def __init__(self, func: Callable[..., Any], config: Config, backend: Backend, owner: Any = None) -> None:
+        if not callable(func):
+            raise TypeError(f"@handler needs a function or a class, got {func!r}")
+        self.func = func
+        self.config = config
+        self.backend = backend
+        #: What users hold: the `Function`, or the engine itself for a middleware's app.
+        self.owner = self if owner is None else owner
+        self.is_class = isinstance(func, type)
+        self.is_async = is_async(func)
+        self.pools: dict[Any, Pool] = {}  # by event loop; None: sync callers; MAIN_THREAD: inline
+        self._pools_lock = threading.Lock()
+        self._here: Pool | None = None  # the pool last used from a running loop (see loop_pool)
+        self._stats_lock = threading.Lock()
+        self._stats: dict[str, Any] = dict.fromkeys(_COUNTERS, 0)
+        self._stats["init_ms_last"] = None
+        self.resource_stats: dict[str, dict[str, int]] = {}
+        # Each pool counts its invocations under its own lock (the one it takes to release a
+        # context anyway); stats() adds them up. A closed pool is folded into `_stats` once it
+        # holds no context (no release can come after that), so pools of closed loops do not pile up.
+        self._counting: list[Pool] = []
+        self._abandoned_alive = 0
+        self.unhealthy: str | None = None
+        self.arn = function_arn(config.name)
+        self.log_group_name = f"/aws/lambda/{config.name}"
+        self._serial = next(_serials)  # (creation order, for lambdify.stats())
+        _engines.add(self)
+
+    def __repr__(self) -> str:
+        return f"<Engine {self.config.name} timeout={self.config.timeout:g}s isolation={self.backend.name}>"
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def check_health(self) -> None:
+        """`TooManyRequests` once this worker stopped taking work (too many abandoned threads)."""
+        if self.unhealthy is not None:
+            self.count("throttles")
+            raise TooManyRequests(f"{self.config.name}: this worker stopped taking work ({self.unhealthy})")
+
+    # -- pools ----------------------------------------------------------------------------
+
+    def pool(self, loop: Any) -> Pool:
+        """The pool for `loop` (an asyncio loop, None for sync callers, or PORTABLE)."""
+        pool = self.pools.get(loop)
+        if pool is None or pool.closed:
+            with self._pools_lock:
+                pool = self.pools.get(loop)
+                if pool is None or pool.closed:
+                    pool = self._new_pool(loop)
+        return pool
+
+    def main_thread_pool(self) -> Pool:
+        """The pool of contexts that run inline on the process's main thread (see isolation.main_thread)."""
+        pool = self.pools.get(MAIN_THREAD)
+        if pool is None or pool.closed:
+            with self._pools_lock:
+                pool = self.pools.get(MAIN_THREAD)
+                if pool is None or pool.closed:
+                    if self.config.memory_mb is not None:
+                        apply_memory_backstop(self.config.memory_mb)
+                    pool = self.pools[MAIN_THREAD] = Pool(self, None, main_thread=True)
+        return pool
+
+    def loop_pool(self) -> Pool:
+        """The pool of the event loop running in this thread (call from a coroutine).
+
+        On Python 3.11 `asyncio.get_running_loop()` makes a `getpid` system call; while the last
+        loop used still runs in this thread (the usual case: a server runs one loop per worker),
+        it is the running one, which asyncio's own loops tell without a system call.
+        """
+        pool = self._here
+        if pool is None or pool.closed or getattr(pool.loop, "_thread_id", None) != get_ident():
+            import asyncio
+
+            pool = self._here = self.pool(asyncio.get_running_loop())
+        return pool
+
+    def _new_pool(self, loop: Any) -> Pool:
+        self.backend.check(self)
+        if self.config.memory_mb is not None and self.config.isolation == "thread":
+            apply_memory_backstop(self.config.memory_mb)
+        if loop == PORTABLE:
+            pool = self.pools[loop] = Pool(self, None)
+            return pool
+        if loop is not None:
+            from .background import install_task_factory
+
+            install_task_factory(loop)
+            # A pool whose loop has closed cannot be used again: retire what it holds.
+            for old_loop, old in list(self.pools.items()):
+                if old_loop not in (None, MAIN_THREAD, PORTABLE) and old_loop.is_closed():
+                    del self.pools[old_loop]
+                    old.close()
+        pool = self.pools[loop] = Pool(self, loop)
+        return pool
+
+    def start(self) -> None:
+        """Initialise the `provisioned` contexts now (servers call this at startup)."""
+        if self.is_async:
+            import asyncio
+
+            from .invocation import owned_loop
+
+            loop, _ = owned_loop()
+            asyncio.run_coroutine_threadsafe(self.astart(), loop).result()
+            return
+        self.provision(None)
+
+    def provision(self, key: Any) -> None:
+        """Initialise the `provisioned` contexts of the loop-less pool under `key` (None: sync callers)."""
+        pool = self.pool(key)
+        for _ in range(self.config.provisioned - pool.provisioned()):
+            pool.reserve()
+            pool.create(provisioned=True)
+
+    async def astart(self) -> None:
+        """`start()` on the caller's event loop."""
+        import asyncio
+
+        pool = self.pool(asyncio.get_running_loop())
+        for _ in range(self.config.provisioned - pool.provisioned()):
+            pool.reserve()
+            await pool.acreate(provisioned=True)
+
+    # -- shutting down --------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Retire every context, after in-flight invocations and their background work have finished."""
+        pools, deadline = self._close_pools()
+        delay = 0.0  # (SHUTDOWN usually takes well under a millisecond: look again soon, then less often)
+        while self._still_closing(pools, deadline):
+            time.sleep(delay)
+            delay = min(0.005, delay * 2 or 0.0002)
+
+    async def ashutdown(self) -> None:
+        """`shutdown()` for async callers."""
+        import asyncio
+
+        pools, deadline = self._close_pools()
+        delay = 0.0  # (a close handed to this very loop runs at the first yield)
+        while self._still_closing(pools, deadline):  # noqa: ASYNC110 - pools settle from other threads too
+            await asyncio.sleep(delay)
+            delay = min(0.005, delay * 2 or 0.0002)
+        await asyncio.sleep(0)  # (tasks that SHUTDOWN cancelled finish cancelling before this returns)
+
+    def _close_pools(self) -> tuple[list[Pool], float]:
+        """Take every pool out of service; SHUTDOWN starts for idle contexts, busy ones follow."""
+        with self._pools_lock:
+            pools = list(self.pools.values())
+            self.pools.clear()
+        for pool in pools:
+            pool.close()
+        return pools, time.monotonic() + self.config.shutdown_grace
+
+    def _still_closing(self, pools: list[Pool], deadline: float) -> bool:
+        """Whether to wait on; past the grace period, name everything unfinished and stop waiting."""
+        if all(pool.settled() for pool in pools):
+            return False
+        if time.monotonic() <= deadline:
+            return True
+        for pool in pools:
+            for item in pool.pending():
+                logger.error(
+                    "%s: shutdown grace of %g s passed; still unfinished: %s",
+                    self.config.name,
+                    self.config.shutdown_grace,
+                    item,
+                )
+        return False
+
+    # -- statistics -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the function was created (per worker process)."""
+        with self._stats_lock:
+            stats = dict(self._stats)
+            for pool in self._counting:
+                for key, n in pool.counts.items():
+                    stats[key] += n
+        stats["invocations"] = stats["cold_starts"] + stats["warm_starts"]
+        stats["contexts_alive"] = sum(pool.alive for pool in list(self.pools.values()))
+        stats["abandoned_threads_alive"] = self._abandoned_alive
+        stats["resources"] = {name: dict(counts) for name, counts in self.resource_stats.items()}
+        return stats
+
+    def contexts(self) -> list[dict[str, Any]]:
+        """Each live context of this worker process: id, state, age, invocations."""
+        now = time.time()
+        contexts = []
+        for pool in list(self.pools.values()):
+            for ctx in pool.contexts():
+                contexts.append(
+                    {
+                        "id": ctx.id,
+                        "pid": os.getpid(),
+                        "state": "busy" if ctx.active else "idle",
+                        "age_s": round(now - ctx.created_at, 3),
+                        "invocations": ctx.invocations,
+                        "provisioned": ctx.provisioned,
+                    }
+                )
+        return contexts
+
+    def count(self, key: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self._stats[key] += n
+
+    def invoked(self, cold: bool, failure: BaseException | None, status: str | None) -> None:
+        """Count an invocation that ran outside any pool (on AWS)."""
+        with self._stats_lock:
+            self._stats["cold_starts" if cold else "warm_starts"] += 1  # their sum is "invocations"
+            if failure is not None:
+                self._stats[failure_counter(failure, status)] += 1
+
+    def count_pool(self, pool: Pool) -> None:
+        """Register a new pool's counters (and fold those of finished pools into the totals)."""
+        with self._stats_lock:
+            counting = []
+            for old in self._counting:
+                if old.finished():
+                    for key, n in old.counts.items():
+                        self._stats[key] += n
+                else:
+                    counting.append(old)
+            counting.append(pool)
+            self._counting = counting
+
+    def cold_started(self, init_ms: float) -> None:
+        with self._stats_lock:
+            self._stats["init_ms_last"] = round(init_ms, 3)
+
+    def retired(self) -> None:
+        self.count("contexts_retired")
+
+    def unwound(self) -> None:
+        """An abandoned thread finished its call after all: it no longer counts against the worker."""
+        with self._stats_lock:
+            self._abandoned_alive -= 1
+            if self._abandoned_alive <= self.config.max_abandoned_threads:
+                self.unhealthy = None
+
+    def count_abandoned(self) -> None:
+        with self._stats_lock:
+            self._stats["abandoned_threads"] += 1
+            self._abandoned_alive += 1
+            alive = self._abandoned_alive
+        if alive > self.config.max_abandoned_threads and self.unhealthy is None:
+            self.unhealthy = f"{alive} threads abandoned after timeouts, over max_abandoned_threads"
+            request_restart(f"{self.config.name}: {self.unhealthy}")
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the parent's contexts (threads, connections, scratch dirs) belong to
+        the parent. Forget them without closing anything; new ones are created on demand."""
+        for pool in self.pools.values():
+            pool.closed = True  # the parent's: whoever kept one (a middleware) must not use it here
+        self._here = None
+        self.pools = {}
+        self._pools_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._abandoned_alive = 0
+        self.unhealthy = None
+
+
+def stats() -> dict[str, dict[str, Any]]:
+    """Every Function and middleware of this process, by name: `fn.stats()` plus its contexts.
+
+    ```python
+    import lambdify
+    lambdify.stats()["app"]["invocations"]      # e.g. an ASGIMiddleware nobody holds
+    ```
+    Two functions with one name (two middlewares left at the default "app") are told apart
+    as `app`, `app#2`, ...
+    """
+    report: dict[str, dict[str, Any]] = {}
+    for engine in sorted(_engines, key=lambda engine: engine._serial):
+        key, n = engine.config.name, 1
+        while key in report:
+            n += 1
+            key = f"{engine.config.name}#{n}"
+        report[key] = {**engine.stats(), "contexts": engine.contexts()}
+    return report
+
+
+def _after_fork() -> None:
+    for engine in list(_engines):
+        engine.forget_after_fork()
+
+
+def _at_exit() -> None:
+    # Contexts still alive at exit are retired like any other: hooks run, resources close.
+    for engine in list(_engines):
+        for pool in list(engine.pools.values()):
+            pool.end_held_invocations()  # (a response body still open: its invocation ends now)
+    for engine in list(_engines):
+        if engine.pools:
+            engine.config = engine.config.replace(shutdown_grace=min(engine.config.shutdown_grace, 5.0))
+            engine.shutdown()
+
+
+hooks.at_fork(_after_fork)
+hooks.at_exit(_at_exit)

@@ -1,0 +1,589 @@
+"""The pool: warm execution contexts of one Function, per worker process and event loop.
+
+It hands out a context with free capacity, most recently used first (so that the least
+recently used ones idle out, as on Lambda), creates one (a cold start) while the pool is below
+`max_contexts`, and otherwise queues the caller for up to `queue_timeout` before throttling.
+Contexts of a loop-less pool run everything on their own thread; contexts of a loop's pool
+run their async code on that loop.
+
+Threads: a loop-less pool is used from any thread, under its lock. A loop's pool changes only
+on its loop's thread, so its hot path (`take`, `release`) takes no lock: the two things other
+threads do to it, idle expiry (the janitor thread) and `close()` (a shutdown from another
+thread), are handed to the loop while it runs.
+"""
+
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+import weakref
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from . import hooks
+from .background import current_task_getter
+from .context import ExecutionContext
+from .errors import InitError, ThreadStartError, TooManyRequests, stack_trace
+from .limits import DeadlineWatch
+from .logs import log_init_start, logger
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .engine import Engine
+
+
+INVOCATION_COUNTERS = ("cold_starts", "warm_starts", "errors", "timeouts", "oom")
+
+
+class _Waiter:
+    __slots__ = ("context", "create", "future", "lock")
+
+    def __init__(self, future: asyncio.Future[None] | None = None) -> None:
+        self.context: ExecutionContext | None = None
+        self.create = False
+        self.future = future
+        self.lock: Any = None
+        if future is None:
+            self.lock = threading.Lock()
+            self.lock.acquire()
+
+    def wake(self) -> None:
+        if self.future is None:
+            self.lock.release()
+        else:
+            future = self.future
+            future.get_loop().call_soon_threadsafe(_set_none, future)
+
+
+class Pool:
+    """Contexts of one Function for one event loop (`loop=None`: for sync invocations)."""
+
+    def __init__(self, function: Engine, loop: asyncio.AbstractEventLoop | None, main_thread: bool = False) -> None:
+        self.function = function
+        self.config = function.config
+        self.loop = loop
+        # Contexts whose code runs inline on the main thread (WSGI under gunicorn's sync worker):
+        # only that thread uses the pool, and idle ones expire when it next asks for one.
+        self.main_thread = main_thread
+        self._lock = threading.Lock()
+        self._idle: dict[str, ExecutionContext] = {}  # active == 0, in release order: newest last
+        self._warm: list[ExecutionContext] = []  # provisioned and idle: never expire
+        self._partial: dict[str, ExecutionContext] = {}  # busy but below `concurrency`
+        # A shared context (concurrency > 1) stays in `_partial` while idle, rather than moving
+        # to `_idle` and back on every request; idle expiry looks for it there.
+        self._idle_in_partial = self.config.concurrency != 1 and self.config.isolation == "thread"
+        self._contexts: dict[str, ExecutionContext] = {}
+        self._reserved = 0
+        self._waiters: deque[_Waiter] = deque()
+        self._closing: list[Any] = []
+        self.closed = False
+        self._reap_scheduled = False
+        self.counts = dict.fromkeys(INVOCATION_COUNTERS, 0)  # invocations ended here
+        function.count_pool(self)
+        self.watch = DeadlineWatch(loop)  # the deadlines of this loop's invocations
+        self.current_task = current_task_getter() if loop is not None else _no_task
+        if not main_thread:
+            _janitor.watch(self)
+
+    def __repr__(self) -> str:
+        return f"<Pool {self.config.name} loop={self.loop!r} contexts={len(self._contexts)}>"
+
+    @property
+    def alive(self) -> int:
+        return len(self._contexts)
+
+    def contexts(self) -> list[ExecutionContext]:
+        """The live contexts (a copy: other threads may change the pool meanwhile)."""
+        return list(self._contexts.values())
+
+    def provisioned(self) -> int:
+        return sum(1 for ctx in self.contexts() if ctx.provisioned)
+
+    def reserve(self) -> None:
+        """Make room for one context that the caller creates next (`create`/`acreate`)."""
+        with self._lock:
+            self._reserved += 1
+
+    def end_held_invocations(self) -> None:
+        """At exit: end the invocations still held open by what their handler returned (a WSGI body)."""
+        global exiting
+        exiting = True
+        for ctx in self.contexts():
+            holder = ctx.holder() if ctx.holder is not None and ctx.active else None
+            if holder is not None:
+                holder.end_at_exit()
+
+    # -- handing out contexts (call with the lock held) ----------------------------------
+
+    def _take(self) -> ExecutionContext | None:
+        cap = self.config.concurrency
+        partial = self._partial
+        if partial:
+            ctx = partial[next(reversed(partial))]
+            ctx.active += 1
+            if cap is not None and ctx.active >= cap:
+                del self._partial[ctx.id]
+            return ctx
+        if self._warm:
+            ctx = self._warm.pop()
+        elif self._idle:
+            ctx = self._idle.popitem()[1]
+        else:
+            return None
+        ctx.active = 1
+        if cap != 1:
+            self._partial[ctx.id] = ctx
+        return ctx
+
+    def _has_room(self) -> bool:
+        limit = self.config.max_contexts
+        return not self.closed and (limit is None or len(self._contexts) + self._reserved < limit)
+
+    def _expired(self, now: float) -> list[ExecutionContext]:
+        ttl = self.config.idle_ttl
+        expired = []
+        for ctx in self._idle.values():
+            if now - ctx.idle_since < ttl:
+                break
+            expired.append(ctx)
+        for ctx in expired:
+            del self._idle[ctx.id]
+        if self._idle_in_partial:
+            shared = [ctx for ctx in self._partial.values() if ctx.active == 0 and now - ctx.idle_since >= ttl]
+            for ctx in shared:
+                del self._partial[ctx.id]
+            expired += shared
+        for ctx in expired:
+            del self._contexts[ctx.id]
+            ctx.retired = True
+        return expired
+
+    def _claim(self) -> tuple[ExecutionContext | None, _Waiter | None, list[ExecutionContext]]:
+        """One step of acquiring: a context, or room to create one (neither), or a place in the queue."""
+        expired = self._expired(time.monotonic()) if self._idle or self._idle_in_partial else []
+        if self.closed:
+            raise TooManyRequests(f"function {self.config.name!r} is shutting down")
+        ctx = self._take()
+        if ctx is not None:
+            return ctx, None, expired
+        if self._has_room():
+            self._reserved += 1
+            return None, None, expired
+        return None, _Waiter(), expired
+
+    def take(self) -> ExecutionContext | None:
+        """A warm context with free capacity, if there is one (the hot path: no waiting, no INIT)."""
+        if self.loop is not None:  # on the loop's thread, the only one that changes its pool
+            return None if self.closed else self._take()
+        lock = self._lock
+        lock.acquire()  # (not `with`: on the hot path its method lookups cost as much as the lock)
+        try:
+            return None if self.closed else self._take()
+        finally:
+            lock.release()
+
+    # -- sync callers ---------------------------------------------------------------------
+
+    def acquire(self, request_id: str | None = None) -> tuple[ExecutionContext, bool]:
+        """A context for one invocation, and whether it was created for it (a cold start).
+
+        `request_id` is the invocation's: an `InitError` of the INIT it triggers carries it.
+        """
+        with self._lock:
+            ctx, waiter, expired = self._claim()
+            if waiter is not None:
+                self._waiters.append(waiter)
+        self._retire_expired(expired)
+        if ctx is not None:
+            return ctx, False
+        if waiter is not None:
+            if not waiter.lock.acquire(timeout=self.config.queue_timeout) and self._give_up(waiter):
+                raise self._throttled()
+            if waiter.context is not None:
+                return waiter.context, False
+            if not waiter.create:
+                raise TooManyRequests(f"function {self.config.name!r} is shutting down")
+        return self.create(request_id=request_id), True
+
+    def create(self, provisioned: bool = False, request_id: str | None = None) -> ExecutionContext:
+        ctx = self._new_context(provisioned)
+        try:
+            ctx.start(self.config.init_timeout)
+        except TimeoutError as timeout:
+            self._init_failed(ctx, timeout, request_id, abandoned=ctx.abandon_init(timeout))
+        except (Exception, ThreadStartError) as exc:
+            self._init_failed(ctx, exc, request_id)
+        return self._created(ctx)
+
+    # -- async callers --------------------------------------------------------------------
+
+    async def aacquire(self, request_id: str | None = None) -> tuple[ExecutionContext, bool]:
+        import asyncio
+
+        with self._lock:
+            ctx, waiter, expired = self._claim()
+            if waiter is not None:
+                waiter.future = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+        self._retire_expired(expired)
+        if ctx is not None:
+            return ctx, False
+        if waiter is not None:
+            assert waiter.future is not None
+            try:
+                async with asyncio.timeout(self.config.queue_timeout):
+                    await waiter.future
+            except TimeoutError:
+                if self._give_up(waiter):
+                    raise self._throttled() from None
+            if waiter.context is not None:
+                return waiter.context, False
+            if not waiter.create:
+                raise TooManyRequests(f"function {self.config.name!r} is shutting down")
+        return await self.acreate(request_id=request_id), True
+
+    async def acreate(self, provisioned: bool = False, request_id: str | None = None) -> ExecutionContext:
+        import asyncio
+
+        ctx = self._new_context(provisioned)
+        try:
+            async with asyncio.timeout(self.config.init_timeout):
+                await ctx.ainit()
+        except TimeoutError as exc:
+            ctx.cancel_init()  # a sync step still running was abandoned (and counted) by acall
+            self._init_failed(ctx, exc, request_id)
+        except (Exception, ThreadStartError) as exc:
+            self._init_failed(ctx, exc, request_id)
+        return self._created(ctx)
+
+    # -- creation -------------------------------------------------------------------------
+
+    def _new_context(self, provisioned: bool) -> ExecutionContext:
+        ctx = self.function.backend.context_class(self.function, self.loop)
+        if self.main_thread:
+            ctx._worker = self.function.backend.main_thread_worker()
+        ctx.active = 0 if provisioned else 1
+        ctx.provisioned = provisioned
+        ctx.init_ms = time.perf_counter()
+        log_init_start(self.config.name)
+        return ctx
+
+    def _created(self, ctx: ExecutionContext) -> ExecutionContext:
+        ctx.init_ms = (time.perf_counter() - ctx.init_ms) * 1000
+        self.function.cold_started(ctx.init_ms)
+        with self._lock:
+            self._reserved -= 1
+            self._contexts[ctx.id] = ctx
+            if ctx.provisioned:
+                ctx.idle_since = time.monotonic()
+                self._warm.append(ctx)
+            elif self.config.concurrency != 1:
+                self._partial[ctx.id] = ctx
+        return ctx
+
+    def _init_failed(
+        self, ctx: ExecutionContext, exc: BaseException, request_id: str | None, abandoned: bool = False
+    ) -> None:
+        if isinstance(exc, InitError):
+            error = exc
+            error.request_id = error.request_id or request_id
+        elif isinstance(exc, TimeoutError):
+            error = InitError(f"Init timed out after {self.config.init_timeout:.2f} seconds", None, request_id)
+        else:
+            error = InitError(f"{type(exc).__name__}: {exc}", stack_trace(exc), request_id)
+        if abandoned:
+            self.function.count_abandoned()
+        self.function.count("init_errors")
+        logger.error("INIT failed for %s: %s", self.config.name, error.error_message)
+        with self._lock:
+            self._reserved -= 1
+            self._pass_room_on()
+        ctx.retired = True
+        self._shutdown(ctx)
+        raise error from exc
+
+    # -- giving contexts back -------------------------------------------------------------
+
+    def release(
+        self, ctx: ExecutionContext, retire: str | None = None, started: str | None = None, failed: str | None = None
+    ) -> None:
+        """End one invocation on `ctx`; `retire` (a reason) takes the context out of service.
+
+        `started` ("cold_starts"/"warm_starts") and `failed` ("errors", "timeouts", "oom") name
+        the counters the invocation adds to.
+        """
+        shutdown = False
+        lock = self._lock if self.loop is None else None  # (a loop's pool: only its thread, see take())
+        if lock is not None:
+            lock.acquire()
+        try:
+            if started is not None:
+                self.counts[started] += 1
+                if failed is not None:
+                    self.counts[failed] += 1
+            ctx.active -= 1
+            if retire is not None and not ctx.retired:
+                ctx.retired = True
+                logger.info("retiring %r: %s", ctx, retire)
+            if ctx.retired or self.closed:
+                ctx.retired = True
+                self._partial.pop(ctx.id, None)
+                if ctx.active == 0 and self._contexts.pop(ctx.id, None) is not None:
+                    shutdown = True
+                    self._pass_room_on()
+            elif self._waiters:
+                waiter = self._waiters.popleft()
+                ctx.active += 1
+                waiter.context = ctx
+                waiter.wake()
+            elif ctx.active == 0:
+                ctx.idle_since = time.monotonic()
+                if ctx.provisioned:
+                    self._partial.pop(ctx.id, None)
+                    self._warm.append(ctx)
+                elif self._idle_in_partial:
+                    self._partial[ctx.id] = ctx
+                else:
+                    self._partial.pop(ctx.id, None)
+                    self._idle[ctx.id] = ctx
+            else:
+                self._partial[ctx.id] = ctx
+        finally:
+            if lock is not None:
+                lock.release()
+        if shutdown:
+            self._shutdown(ctx)
+
+    def _pass_room_on(self) -> None:
+        if self._waiters and self._has_room():
+            waiter = self._waiters.popleft()
+            self._reserved += 1
+            waiter.create = True
+            waiter.wake()
+
+    def _give_up(self, waiter: _Waiter) -> bool:
+        """The caller stopped waiting; False if it was served in the meantime (then it must take it)."""
+        with self._lock:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+                return True
+        return False
+
+    def _throttled(self) -> TooManyRequests:
+        self.function.count("throttles")
+        limit = self.config.max_contexts
+        return TooManyRequests(
+            f"Rate Exceeded: {self.config.name} has {limit} execution context(s) busy "
+            f"and none freed up within {self.config.queue_timeout:g} s"
+        )
+
+    # -- retirement -----------------------------------------------------------------------
+
+    def reap(self) -> None:
+        """Retire contexts idle longer than `idle_ttl`; freeze idle child processes (janitor thread).
+
+        A loop's pool is reaped on its loop (see the module's docstring).
+        """
+        if not self._idle and not self._warm and not self._idle_in_partial:
+            return
+        loop = self.loop
+        if loop is None:
+            self._reap_here()
+        elif not self._reap_scheduled:
+            self._reap_scheduled = True
+            try:
+                loop.call_soon_threadsafe(self._reap_here)
+            except RuntimeError:  # the loop is closed: nothing runs on it any more
+                self._reap_here()
+
+    def _reap_here(self) -> None:
+        self._reap_scheduled = False
+        now = time.monotonic()
+        with self._lock:
+            expired = self._expired(now)
+            for ctx in (*self._idle.values(), *self._warm):
+                if now - ctx.idle_since >= FREEZE_AFTER:
+                    ctx.freeze()  # under the lock: nobody can be handed the context meanwhile
+        self._retire_expired(expired)
+
+    def _retire_expired(self, expired: list[ExecutionContext]) -> None:
+        for ctx in expired:
+            logger.info("retiring %r: idle for more than %g s", ctx, self.config.idle_ttl)
+            self._shutdown(ctx)
+
+    def _shutdown(self, ctx: ExecutionContext) -> None:
+        """Run SHUTDOWN for a context that left the pool: on its own thread, or on its loop."""
+        self.function.retired()
+        loop = self.loop
+        if loop is None or loop.is_closed() or (exiting and not loop.is_running()):
+            if ctx.has_worker:
+                closing = ctx.worker.submit(ctx.close_here)
+                ctx.worker.stop()
+                if ctx.worker.abandoned:
+                    # Its thread is still inside handler code: SHUTDOWN runs if and when that returns,
+                    # and the scratch directory goes at exit at the latest. Nobody waits for it.
+                    logger.warning("%r: SHUTDOWN waits for its abandoned thread to return", ctx)
+                    ctx.release_private_loop()
+                else:
+                    self._closing.append(closing)
+            else:
+                ctx.close_here()
+            return
+        import asyncio
+
+        async def close() -> None:
+            try:
+                await ctx.aclose()
+            finally:
+                if ctx.has_worker:
+                    ctx.worker.stop()
+
+        if _running_loop() is loop:
+            self._closing.append(loop.create_task(close()))
+        else:
+            self._closing.append(asyncio.run_coroutine_threadsafe(close(), loop))
+
+    def close(self) -> None:
+        """Stop handing out contexts and retire the idle ones; busy ones retire when they finish.
+
+        Called from another thread than that of a loop that is running, a loop's pool stops
+        handing out contexts at once and retires them on its loop, soon after this returns (see
+        the module's docstring).
+        """
+        loop = self.loop
+        if loop is not None and loop.is_running() and _running_loop() is not loop:
+            self.closed = True  # (one store: the loop's thread sees it at its next take)
+            try:
+                loop.call_soon_threadsafe(self._close_here)
+                return
+            except RuntimeError:  # closed meanwhile: nothing runs on it any more
+                pass
+        self._close_here()
+
+    def _close_here(self) -> None:
+        with self._lock:
+            self.closed = True
+            shared = [ctx for ctx in self._partial.values() if ctx.active == 0]
+            idle = [*self._idle.values(), *self._warm, *shared]
+            self._idle.clear()
+            self._warm.clear()
+            for ctx in shared:
+                del self._partial[ctx.id]
+            for ctx in idle:
+                ctx.retired = True
+                del self._contexts[ctx.id]
+            waiters, self._waiters = list(self._waiters), deque()
+        _janitor.wake()  # it stops once no pool is open
+        self.watch.close()
+        for waiter in waiters:
+            waiter.wake()
+        for ctx in idle:
+            self._shutdown(ctx)
+
+    def pending(self) -> list[str]:
+        """What a graceful shutdown still waits for."""
+        busy = [f"{ctx!r} (busy)" for ctx in list(self._contexts.values())]  # (another thread may change it)
+        closing = [repr(item) for item in self._closing if not _finished(item)]
+        return busy + closing
+
+    def finished(self) -> bool:
+        """Closed, and no context left to release: its counters will not change again."""
+        with self._lock:
+            return self.closed and not self._contexts
+
+    def settled(self) -> bool:
+        self._closing = [item for item in self._closing if not _finished(item)]
+        return not self._contexts and not self._closing
+
+
+FREEZE_AFTER = 0.25  # seconds an idle child process runs on before it is stopped (SIGSTOP)
+exiting = False  # set at interpreter exit: loops that stopped will not run again
+
+
+def _no_task(loop: Any) -> None:
+    return None
+
+
+def _set_none(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _finished(item: Any) -> bool:
+    if hasattr(item, "done"):
+        done = item.done
+        return bool(done() if callable(done) else not done.locked())
+    return True
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    import sys
+
+    module = sys.modules.get("asyncio")
+    if module is None:
+        return None
+    try:
+        loop: asyncio.AbstractEventLoop = module.get_running_loop()
+    except RuntimeError:
+        return None
+    return loop
+
+
+class _Janitor:
+    """One thread per process that retires contexts idle past `idle_ttl` and freezes idle children.
+
+    It runs only while some pool is open, so a server that shut its functions down has no
+    thread of lambdify's left behind.
+    """
+
+    def __init__(self) -> None:
+        self._pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._started = False
+        self._interval = 5.0
+
+    def watch(self, pool: Pool) -> None:
+        with self._lock:
+            self._pools.add(pool)
+            self._interval = min(self._interval, max(0.05, pool.config.idle_ttl / 4))
+            if pool.config.isolation == "process":
+                self._interval = min(self._interval, FREEZE_AFTER)
+            if self._started:
+                self._wake.set()
+                return
+            try:
+                # A raw thread: nothing waits for it to start, so nothing can hang near a memory limit.
+                _thread.start_new_thread(self._run, ())
+                self._started = True
+            except RuntimeError as exc:
+                logger.warning("idle expiry thread not started (%s); contexts expire when a pool is next used", exc)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            with self._lock:
+                pools = [pool for pool in self._pools if not pool.closed]
+                if not pools:
+                    self._pools = weakref.WeakSet()
+                    self._started = False
+                    self._interval = 5.0
+                    return
+            for pool in pools:
+                try:
+                    pool.reap()
+                except Exception:  # pragma: no cover - never let the janitor die
+                    logger.exception("idle expiry failed for %r", pool)
+
+    def reset_after_fork(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+_janitor = _Janitor()
+hooks.at_fork(_janitor.reset_after_fork)

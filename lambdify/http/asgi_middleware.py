@@ -1,0 +1,339 @@
+"""`ASGIMiddleware`: wrap an existing ASGI app (Starlette, FastAPI, ...) so that each HTTP request
+is an invocation on a per-worker execution context.
+
+```python
+app = FastAPI()
+app.add_middleware(ASGIMiddleware, timeout=10, init=setup)
+```
+
+Pure ASGI. The fast path adds one pool hand-out, one timer and one ContextVar to a request.
+At the deadline the middleware answers 504 itself if the app has not started its response
+(a sync endpoint stuck in a thread pool cannot be cancelled, so waiting for it is not an
+option); if the response had started, the app is cancelled and the connection is closed, so
+that no half-sent body passes for a complete one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Final
+
+from ..core.background import cancel_stray_tasks, flush, flush_portable
+from ..core.config import build_config
+from ..core.current import _current, new_request_id
+from ..core.engine import PORTABLE, Engine
+from ..core.errors import FunctionError, InvocationTimeout, LambdifyError, MemoryLimitExceeded, TooManyRequests
+from ..core.invocation import _Invocation, _TimedOut
+from ..core.limits import peak_rss_mb
+from ..core.logs import logger
+from ..isolation.thread import THREAD
+from .function_asgi import send_json
+
+if TYPE_CHECKING:
+    from .types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["ASGIMiddleware"]
+
+MIDDLEWARE_DEFAULTS: Final = {"timeout": 30.0, "memory_mb": None}
+SCOPE_KEY: Final = "lambdify.context"
+
+
+class ResponseCutOff(Exception):
+    """The deadline passed after the response had started: the server must close the connection."""
+
+
+def middleware_function(app: Any, defaults: dict[str, Any], options: dict[str, Any]) -> Engine:
+    """The Function behind a middleware: the app is its handler, the options are @handler's."""
+    name = options.pop("name", None) or "app"  # the wrapped app is often framework plumbing
+    config = build_config(name, {**defaults, **options, "name": name})
+    if config.isolation != "thread":
+        raise ValueError(
+            "isolation='process' is for @handler functions: a middleware runs its app in the server's process"
+        )
+    return Engine(app, config, THREAD)
+
+
+class _Request(_Invocation):
+    """One request through the middleware: its invocation, and how far its response got.
+
+    (Made as an `_Invocation` and given its HTTP state by `ASGIMiddleware.__call__`: one object
+    and one `__init__` per request.)
+    """
+
+    __slots__ = ("answer", "answered", "responding", "send", "task", "timed_out")
+
+    answer: asyncio.Task[None] | None
+    send: Send
+    task: asyncio.Task[Any]
+    responding: bool  # the app sent http.response.start (not `started`: that is the invocation's clock)
+    timed_out: bool
+    answered: bool  # the middleware answered for the app: drop what the app sends
+
+    def send_wrapper(self, message: Message) -> Awaitable[None]:
+        """The app's `send`: notes how far the response got, checks the memory ceiling at its start.
+
+        A plain function that returns the awaitable to await (the server's own, usually), rather
+        than a coroutine of ours wrapped around it: one coroutine less per message.
+        """
+        if self.answered:
+            return _nothing()
+        if not self.responding and message["type"] == "http.response.start":
+            if self.ceiling is not None and _over(self, self.ceiling):
+                self.answered = self.responding = True
+                return _answer_out_of_memory(self.send, self.lc.aws_request_id)
+            self.responding = True
+        return self.send(message)
+
+    def expire(self) -> None:
+        """At the deadline: answer 504 now if the app has not started its response, and cancel it."""
+        self.timed_out = True
+        if not self.responding:
+            self.answered = True
+            headers = [_id_header(self.lc.aws_request_id)]
+            answer = send_json(self.send, 504, {"message": "Endpoint request timed out"}, headers)
+            # Its own (empty) context: the answer is not background work of the invocation it ends.
+            self.answer = self.task.get_loop().create_task(answer, context=contextvars.Context())
+        self.task.cancel()
+
+
+class ASGIMiddleware:
+    """Each HTTP request to the wrapped app is an invocation: a warm context, a deadline, a memory
+    ceiling, and background work flushed after the response.
+
+    The LambdaContext is at `scope["lambdify.context"]` and `current_context()`. Options are
+    `@handler`'s; defaults here: `timeout=30`, `memory_mb=None`, `concurrency=None` (one context
+    per worker, shared by concurrent requests: its resources must be safe to share).
+    """
+
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
+        self.app = app
+        self.function = middleware_function(app, {**MIDDLEWARE_DEFAULTS, "concurrency": None}, options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # (HTTP requests are served inline: one coroutine less each)
+            if scope["type"] == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:  # websockets and anything else: untouched, no deadline
+                await self.app(scope, receive, send)
+            return
+        function = self.function
+        try:
+            pool = function.loop_pool()
+        except RuntimeError:  # no asyncio loop runs here: trio (or another anyio backend)
+            pool = None
+        if pool is None:  # (outside the `except`: the app's exceptions must not chain to that one)
+            await self._portable(scope, receive, send)
+            return
+        ctx = pool.take()
+        cold = False
+        request_id = None
+        if ctx is None:
+            request_id = new_request_id()
+            try:
+                ctx, cold = await pool.aacquire(request_id)
+            except (TooManyRequests, FunctionError) as exc:
+                await _refuse(send, exc, request_id)
+                return
+        request = _Request(function, ctx, request_id, cold, None)
+        task = pool.current_task(pool.loop)  # type: ignore[arg-type]  # (a loop's pool)
+        assert task is not None
+        request.send, request.task, request.answer = send, task, None
+        request.responding = request.timed_out = request.answered = False
+        ctx._serial += 1  # a new invocation: resources are checked again at their first use
+        ctx.invocations += 1
+        lc = request.lc
+        scope[SCOPE_KEY] = lc
+        watch = pool.watch
+        watch.add(request, lc._deadline)
+        token = _current.set(lc)
+        error: BaseException | None = None
+        try:
+            try:
+                await self.app(scope, receive, request.send_wrapper)
+            except Exception as exc:
+                error = exc
+            if lc._deferred or lc._tasks:
+                await flush(ctx, lc)
+            else:
+                lc._done = True
+        except asyncio.CancelledError:
+            if not request.timed_out:
+                cancel_stray_tasks(lc)
+                pool.release(ctx)
+                raise
+            task.uncancel()
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit...: passed on as without lambdify
+            cancel_stray_tasks(lc)
+            request.escape(pool, exc)
+            raise
+        finally:
+            watch.discard(request)
+            _current.reset(token)
+        if request.timed_out:
+            cancel_stray_tasks(lc)
+            error = _TimedOut()
+            if request.answer is not None:
+                await request.answer
+        app_error: BaseException | None = None
+        try:
+            request.finish(pool, None, error)
+        except InvocationTimeout:
+            if not request.answered:
+                raise ResponseCutOff(
+                    f"RequestId: {lc.aws_request_id} timed out after its response had started"
+                ) from None
+        except MemoryLimitExceeded:
+            if not request.responding:
+                await _answer_out_of_memory(send, lc.aws_request_id)
+        except FunctionError:
+            app_error = error
+        if app_error is not None:
+            raise app_error  # the app's own exception, unchanged (raised outside `except`: no chaining)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the app's lifespan through; add provisioned contexts at startup and retire all at shutdown."""
+        function = self.function
+        portable = not _on_asyncio()
+
+        async def receive_wrapper() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if portable:
+                    await _in_thread(function.provision, PORTABLE)
+                else:
+                    await function.astart()
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                if portable:
+                    await _in_thread(function.shutdown)
+                else:
+                    await function.ashutdown()
+            await send(message)
+
+        await self.app(scope, receive_wrapper, send_wrapper)
+
+    async def _portable(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One request on an event loop that is not asyncio's (trio), through anyio.
+
+        The same contract with the backend's own means: the deadline is a cancel scope, sync
+        deferred work runs on the context's thread, INIT in a worker thread. Tasks the app leaves
+        running are not attributed to the invocation (asyncio's task factory has no equivalent).
+        """
+        import anyio
+
+        function = self.function
+        pool = function.pool(PORTABLE)
+        ctx = pool.take()
+        cold = False
+        request_id = None
+        if ctx is None:
+            request_id = new_request_id()
+            # With no INIT code and room for a context, acquiring cannot block: do it here, as
+            # the asyncio path does, rather than in a thread, so that requests keep their order.
+            trivial = function.config.init is None and not function.is_class and pool._has_room()
+            try:
+                ctx, cold = pool.acquire(request_id) if trivial else await _in_thread(pool.acquire, request_id)
+            except (TooManyRequests, FunctionError) as exc:
+                await _refuse(send, exc, request_id)
+                return
+        invocation = _Invocation(function, ctx, request_id, cold, None)
+        lc = invocation.lc
+        scope[SCOPE_KEY] = lc
+        ctx._serial += 1
+        ctx.invocations += 1
+        responding = answered = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal responding, answered
+            if answered:
+                return
+            if not responding and message["type"] == "http.response.start":
+                responding = True
+                if invocation.ceiling is not None and _over(invocation, invocation.ceiling):
+                    answered = True
+                    await _answer_out_of_memory(send, lc.aws_request_id)
+                    return
+            await send(message)
+
+        token = _current.set(lc)
+        error: BaseException | None = None
+        try:
+            with anyio.CancelScope(deadline=anyio.current_time() + invocation.remaining()) as deadline:
+                try:
+                    await self.app(scope, receive, send_wrapper)
+                except Exception as exc:
+                    error = exc
+                await flush_portable(ctx, lc)
+        except anyio.get_cancelled_exc_class():
+            pool.release(ctx)  # cancelled from outside (the server): Lambda would have run on
+            raise
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit...: passed on as without lambdify
+            invocation.escape(pool, exc)
+            raise
+        finally:
+            _current.reset(token)
+        if deadline.cancelled_caught:
+            error = _TimedOut()
+            if not responding:
+                answered = True
+                await send_json(send, 504, {"message": "Endpoint request timed out"}, [_id_header(lc.aws_request_id)])
+        app_error: BaseException | None = None
+        try:
+            invocation.finish(pool, None, error)
+        except InvocationTimeout:
+            if not answered:
+                raise ResponseCutOff(
+                    f"RequestId: {lc.aws_request_id} timed out after its response had started"
+                ) from None
+        except MemoryLimitExceeded:
+            if not responding:
+                await _answer_out_of_memory(send, lc.aws_request_id)
+        except FunctionError:
+            app_error = error
+        if app_error is not None:
+            raise app_error  # the app's own exception, unchanged (raised outside `except`: no chaining)
+
+
+async def _nothing() -> None:
+    pass
+
+
+async def _refuse(send: Send, exc: LambdifyError, request_id: str) -> None:
+    """Answer a request that got no context: throttled (429), or its INIT failed (502)."""
+    if isinstance(exc, TooManyRequests):
+        await send_json(send, 429, {"message": "Too Many Requests"}, [_id_header(request_id)])
+    else:
+        logger.error("RequestId: %s INIT failed: %s", request_id, exc)
+        await send_json(send, 502, {"message": "Internal Server Error"}, [_id_header(request_id)])
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+async def _in_thread(fn: Any, *args: Any) -> Any:
+    """`fn(*args)` in a worker thread of the running backend (anyio's)."""
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(fn, *args)
+
+
+def _id_header(request_id: str) -> tuple[bytes, bytes]:
+    return (b"x-amzn-requestid", request_id.encode())
+
+
+def _over(invocation: _Invocation, ceiling: int) -> bool:
+    peak = peak_rss_mb()
+    return peak > ceiling and peak > invocation.peak_before
+
+
+async def _answer_out_of_memory(send: Send, request_id: str) -> None:
+    await send_json(send, 500, {"message": "Memory limit exceeded"}, [_id_header(request_id)])
