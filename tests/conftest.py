@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from lambdify import Function
-from lambdify.core import limits
+from lambdify.core import memory
 
 REQUIRE_SERVICES = os.environ.get("LAMBDIFY_REQUIRE_SERVICES") == "1"
 
@@ -72,8 +72,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # A function with `memory_mb` lowers this process's RLIMIT_DATA (the memory backstop): put it
     # back, or whichever test runs next may be unable to start a thread.
     limit = resource.getrlimit(resource.RLIMIT_DATA)
-    backstop = limits._backstop_mb
+    backstop = memory._backstop_mb
     yield
     if resource.getrlimit(resource.RLIMIT_DATA) != limit:
         resource.setrlimit(resource.RLIMIT_DATA, limit)
-    limits._backstop_mb = backstop
+    memory._backstop_mb = backstop

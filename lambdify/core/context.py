@@ -72,7 +72,7 @@ class ExecutionContext:
     def tmp(self) -> Path:
         """This context's private scratch directory (mode 0700), created on first use."""
         if self._tmp is None:
-            from .limits import make_scratch_dir
+            from .scratch import make_scratch_dir
 
             self._tmp = make_scratch_dir(self.function_name)
         return self._tmp
@@ -257,7 +257,7 @@ class ExecutionContext:
 
     def _remove_scratch(self) -> None:
         if self._tmp is not None:
-            from .limits import remove_scratch_dir
+            from .scratch import remove_scratch_dir
 
             remove_scratch_dir(self._tmp)
             self._tmp = None

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from . import hooks
 from .config import Config, function_arn
 from .errors import TooManyRequests, failure_counter
-from .limits import apply_memory_backstop, request_restart
 from .logs import logger
+from .memory import apply_memory_backstop
 from .pool import Pool
+from .restart import request_restart
 
 if TYPE_CHECKING:
     from .context import ExecutionContext

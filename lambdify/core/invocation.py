@@ -24,7 +24,9 @@ from .background import cancel_stray_tasks, drop_deferred, flush, flush_here
 from .context import LambdaContext
 from .current import _current
 from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, TooManyRequests, failure_counter, stack_trace
-from .limits import current_rss_mb, peak_rss_mb, request_restart, scratch_usage_mb
+from .memory import current_rss_mb, peak_rss_mb
+from .restart import request_restart
+from .scratch import scratch_usage_mb
 
 if TYPE_CHECKING:
     import asyncio

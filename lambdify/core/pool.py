@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from . import hooks
 from .background import current_task_getter
 from .context import ExecutionContext
+from .deadlines import DeadlineWatch
 from .errors import InitError, ThreadStartError, TooManyRequests, stack_trace
-from .limits import DeadlineWatch
 from .logs import log_init_start, logger
 
 if TYPE_CHECKING:

@@ -26,8 +26,8 @@ from ..core.current import _current, new_request_id
 from ..core.engine import PORTABLE, Engine
 from ..core.errors import FunctionError, InvocationTimeout, LambdifyError, MemoryLimitExceeded, TooManyRequests
 from ..core.invocation import _Invocation, _TimedOut
-from ..core.limits import peak_rss_mb
 from ..core.logs import logger
+from ..core.memory import peak_rss_mb
 from ..isolation.thread import THREAD
 from .function_asgi import send_json
 

@@ -23,7 +23,8 @@ from ..core.background import flush_here
 from ..core.context import LambdaContext
 from ..core.current import _current
 from ..core.errors import stack_trace
-from ..core.limits import peak_rss_mb, scratch_usage_mb
+from ..core.memory import peak_rss_mb
+from ..core.scratch import scratch_usage_mb
 from .channel import Channel, ChannelClosed, encode
 
 PR_SET_PDEATHSIG = 1
@@ -51,7 +52,7 @@ def template_main() -> None:
     import tempfile  # noqa: F401
 
     # (and `lambdify` itself, which the command line imported: the façade that user modules import)
-    from ..core import background, context, invocation, limits, loader, logs  # noqa: F401
+    from ..core import background, context, invocation, loader, logs, memory, scratch  # noqa: F401
 
     die_with_parent()
     control = socket.socket(fileno=int(sys.argv[1]))

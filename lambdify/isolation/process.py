@@ -237,14 +237,14 @@ class ProcessContext(ExecutionContext):
     @property
     def tmp(self) -> Path:
         if self._scratch is None:
-            from ..core.limits import make_scratch_dir
+            from ..core.scratch import make_scratch_dir
 
             self._scratch = make_scratch_dir(self.function_name)
         return self._scratch
 
     def _remove_scratch(self) -> None:
         if self._scratch is not None:
-            from ..core.limits import remove_scratch_dir
+            from ..core.scratch import remove_scratch_dir
 
             remove_scratch_dir(self._scratch)
             self._scratch = None

@@ -176,7 +176,7 @@ def test_too_many_abandoned_threads_stop_the_worker(functions: list[Function[Any
         with pytest.raises(InvocationTimeout):
             hang.invoke({})
     from lambdify import TooManyRequests
-    from lambdify.core.limits import _restart_hooks
+    from lambdify.core.restart import _restart_hooks
 
     with pytest.raises(TooManyRequests, match="stopped taking work"):
         hang.invoke({})
@@ -353,7 +353,7 @@ RLIMIT_SCRIPT = textwrap.dedent(
     """
     import resource, sys
     from lambdify import handler, LambdifyError
-    from lambdify.core.limits import _vm_data_mb
+    from lambdify.core.memory import _vm_data_mb
 
     @handler
     def work(event, context):
