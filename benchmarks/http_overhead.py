@@ -15,7 +15,7 @@ With `--profile`, each lambdify variant is also run under cProfile and the lambd
 with the most own time are listed with µs per request (tottime / requests; cProfile inflates
 every number several-fold, so read them as shares, not as absolute costs). The in-process
 numbers leave out what a server adds (parsing, sockets, its own tasks), which is why the
-percentages here are larger than the ratios the load benchmarks (http_serving.py, middleware.py) see.
+percentages here are larger than the ratios the load benchmarks (`../shared/bench/run`) see.
 """
 
 from __future__ import annotations
