@@ -355,7 +355,7 @@ async def pieces(rounds: int, n: int) -> list[tuple[str, float]]:
 async def fn_pieces(rounds: int, n: int) -> list[tuple[str, float]]:
     """µs per call of the steps `fn.asgi` takes for a request (public codecs and `ainvoke`)."""
     from lambdify.core.current import new_request_id
-    from lambdify.core.invocation import ensure_json
+    from lambdify.core.payload import ensure_json
     from lambdify.http.events import request_event, response_from_result
 
     @handler(name="hello")
@@ -425,7 +425,7 @@ async def fn_pieces(rounds: int, n: int) -> list[tuple[str, float]]:
 
 def wsgi_pieces(rounds: int, n: int) -> list[tuple[str, float]]:
     """µs per call of the steps `WSGIMiddleware.__call__` takes for a request (lambdify internals)."""
-    from lambdify.core.invocation import SyncRun
+    from lambdify.core.invoke_sync import SyncRun
     from lambdify.isolation.thread import Worker
 
     def app(environ: Any, start_response: Any) -> list[bytes]:

@@ -16,7 +16,9 @@ from .core.config import _NAME_RE, Config, build_config
 from .core.current import new_request_id
 from .core.engine import Engine
 from .core.engine import stats as stats
-from .core.invocation import check_event, invoke, run_async
+from .core.invoke_async import run_async
+from .core.invoke_sync import invoke
+from .core.payload import check_event
 
 if TYPE_CHECKING:
     from .core.context import ExecutionContext

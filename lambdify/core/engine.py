@@ -198,7 +198,7 @@ class Engine:
         if self.is_async:
             import asyncio
 
-            from .invocation import owned_loop
+            from .invoke_async import owned_loop
 
             loop, _ = owned_loop()
             asyncio.run_coroutine_threadsafe(self.astart(), loop).result()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..core.current import new_request_id
 from ..core.errors import FunctionError, InvocationTimeout, TooManyRequests
-from ..core.invocation import run_async
+from ..core.invoke_async import run_async
 from ..core.logs import logger
 from ..core.marshal import marshal
 from .events import BadResponse, request_event, response_from_result

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, unquote
 from ..core.config import function_arn
 from ..core.current import new_request_id
 from ..core.errors import FunctionError, TooManyRequests
-from ..core.invocation import run_async
+from ..core.invoke_async import run_async
 from ..core.logs import capture, logger, tail
 from .function_asgi import MAX_SYNC_PAYLOAD, _Disconnected, _TooLarge, read_body, send_json
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Final
 from ..core.background import flush_here
 from ..core.current import _current, new_request_id
 from ..core.errors import FunctionError, InvocationTimeout, LambdifyError, MemoryLimitExceeded, TooManyRequests
-from ..core.invocation import SyncRun, _Invocation, _TimedOut, invoke
+from ..core.invocation import _Invocation, _TimedOut
+from ..core.invoke_sync import SyncRun, invoke
 from ..core.logs import logger
 from ..isolation import main_thread
 from .events import BadResponse, request_event, response_from_result

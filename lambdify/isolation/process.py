@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any, Final
 from ..core import hooks
 from ..core.context import ExecutionContext
 from ..core.errors import FunctionError, InitError, MemoryLimitExceeded
-from ..core.invocation import MAX_REQUEST, Reported, _Invocation, _TimedOut
-from ..core.invocation import _answer as answer_caller
+from ..core.invocation import Reported, _Invocation, _TimedOut
+from ..core.invoke_async import _answer as answer_caller
 from ..core.logs import logger
 from ..core.marshal import to_json
+from ..core.payload import MAX_REQUEST
 from .channel import Channel, ChannelClosed, frame
 from .thread import Worker
 

@@ -22,7 +22,7 @@ from awslambdaric.lambda_runtime_marshaller import LambdaMarshaller
 
 from lambdify import Function, FunctionApp, FunctionError, LambdaContext, handler
 from lambdify.core import marshal as _json
-from lambdify.core.invocation import ensure_json
+from lambdify.core.payload import ensure_json
 from lambdify.isolation.channel import decode, encode
 
 Point = collections.namedtuple("Point", "x y")

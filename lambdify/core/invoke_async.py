@@ -1,0 +1,196 @@
+"""Running an invocation on an event loop: the handler runs in the caller's task under the
+loop's deadline watch, sync code on the context's thread (`ainvoke()`, `fn.asgi`, and `invoke()`
+of an async handler, on lambdify's own loop)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import hooks, logs
+from .background import cancel_stray_tasks, flush
+from .context import LambdaContext
+from .current import _current
+from .errors import FunctionError, InvocationTimeout, TooManyRequests
+from .invocation import Ready, _Invocation, _TimedOut
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .context import ExecutionContext
+    from .engine import Engine
+
+
+def _call_here(ctx: ExecutionContext, lc: LambdaContext, event: Any) -> Any:
+    ctx._serial += 1
+    ctx.invocations += 1
+    token = _current.set(lc)
+    try:
+        return ctx._target(event, lc)
+    finally:
+        _current.reset(token)
+
+
+async def run_async(
+    function: Engine,
+    event: Any,
+    request_id: str,
+    deadline: float | None = None,
+    *,
+    on_ready: Ready | None = None,
+    log: list[str] | None = None,
+    on_start: Callable[[float], None] | None = None,
+) -> Any:
+    """One invocation on the running loop. `on_ready(result, failure)` is awaited as soon as the
+    handler's outcome is known, before the flush: HTTP surfaces answer the client there."""
+    import asyncio
+
+    driver = function.backend.run_async
+    if driver is not None:  # (another backend runs the handler: a child process)
+        return await driver(function, event, request_id, deadline, on_ready=on_ready, log=log, on_start=on_start)
+    pool = function.loop_pool()
+    ctx, cold = pool.take(), False
+    if ctx is None:
+        ctx, cold = await pool.aacquire(request_id)
+    invocation = _Invocation(function, ctx, request_id, cold, deadline, log)
+    lc = invocation.lc
+    if on_start is not None:
+        on_start(lc._deadline)
+    result: Any = None
+    error: BaseException | None = None
+    decided = False
+    task = pool.current_task(pool.loop)  # type: ignore[arg-type]  # (a loop's pool)
+    assert task is not None
+    # A dict entry on the loop's DeadlineWatch rather than an asyncio.timeout per invocation (a
+    # fifth of the cost); at the deadline it cancels this task, as asyncio.timeout would.
+    expiry = _Expiry(task)
+    watch = pool.watch
+    watch.add(expiry, lc._deadline)
+    token = _current.set(lc)
+    try:
+        try:
+            try:
+                if function.is_async:
+                    ctx._serial += 1
+                    ctx.invocations += 1
+                    result = await ctx._target(event, lc)
+                else:
+                    result = await ctx.acall(_call_here, ctx, lc, event)
+            except Exception as exc:
+                error = exc
+            if on_ready is not None:
+                failure = invocation.outcome(result, error)
+                decided = True
+                try:
+                    await on_ready(invocation.result, failure)
+                except Exception:
+                    logs.logger.exception("sending the response failed")
+            if lc._deferred or lc._tasks:
+                await flush(ctx, lc)
+            else:
+                lc._done = True
+        finally:
+            watch.discard(expiry)
+            if expiry.fired:
+                task.uncancel()
+        if expiry.fired or time.monotonic() > lc._deadline:
+            # (Blocking code may never have given the timer a chance: Lambda would have stopped it.)
+            raise _TimedOut
+    except (_TimedOut, asyncio.CancelledError) as exc:
+        if isinstance(exc, asyncio.CancelledError) and not expiry.fired:
+            # The caller was cancelled: Lambda would have run on, but this caller is gone.
+            cancel_stray_tasks(lc)
+            abandoned = ctx.has_worker and ctx.worker.abandoned
+            pool.release(ctx, "its sync code was abandoned" if abandoned else None)
+            raise
+        cancel_stray_tasks(lc)
+        result, error, decided = None, _TimedOut(), False
+    finally:
+        _current.reset(token)
+    return invocation.finish(pool, result, error, decided=decided)
+
+
+class _Expiry:
+    """A deadline on the loop's DeadlineWatch: when it passes, the invocation's task is cancelled."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.fired = False
+
+    def expire(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
+async def _answer(on_ready: Ready, result: Any, failure: FunctionError | None) -> None:
+    try:
+        await on_ready(result, failure)
+    except Exception:
+        logs.logger.exception("sending the response failed")
+
+
+# -- lambdify's own event loop, for invoke() of async handlers ------------------------------
+
+_owned: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
+_owned_lock = threading.Lock()
+
+
+def owned_loop() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
+    global _owned
+    with _owned_lock:
+        if _owned is None:
+            import asyncio
+
+            from .background import install_task_factory
+
+            loop = asyncio.new_event_loop()
+            install_task_factory(loop)
+            thread = threading.Thread(target=loop.run_forever, name="lambdify-loop", daemon=True)
+            thread.start()
+            _owned = (loop, thread)
+        return _owned
+
+
+def run_on_owned_loop(function: Engine, event: Any, request_id: str, deadline: float | None = None) -> Any:
+    import asyncio
+
+    loop, thread = owned_loop()
+    if threading.current_thread() is thread:
+        raise RuntimeError(
+            f"invoke() of async function {function.config.name!r} from lambdify's own event loop would deadlock; "
+            "use `await fn.ainvoke(event)`"
+        )
+    started = threading.Event()
+    deadlines: list[float] = []
+
+    def on_start(deadline: float) -> None:
+        deadlines.append(deadline)
+        started.set()
+
+    coroutine = run_async(function, event, request_id, deadline, on_start=on_start)
+    future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+    config = function.config
+    if not started.wait(config.queue_timeout + config.init_timeout + 1.0) and not future.done():
+        future.cancel()
+        raise TooManyRequests(f"{config.name}: lambdify's event loop is blocked by another invocation")
+    try:
+        return future.result(timeout=max(0.0, deadlines[0] - time.monotonic()) + 0.05 if deadlines else None)
+    except TimeoutError:
+        if future.done():
+            raise
+        # Sync code in an async handler is blocking the loop: answer now; the invocation is
+        # counted as timed out and its context retired as soon as the loop runs again.
+        raise InvocationTimeout(config.timeout, request_id) from None
+
+
+def _reset_after_fork() -> None:
+    global _owned, _owned_lock
+    _owned = None
+    _owned_lock = threading.Lock()
+
+
+hooks.at_fork(_reset_after_fork)
