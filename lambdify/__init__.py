@@ -32,7 +32,7 @@ if _typing.TYPE_CHECKING:
     from .function import stats as stats
     from .http.app import FunctionApp as FunctionApp
     from .http.asgi_middleware import ASGIMiddleware as ASGIMiddleware
-    from .http.wsgi import WSGIMiddleware as WSGIMiddleware
+    from .http.wsgi_middleware import WSGIMiddleware as WSGIMiddleware
 
 __version__ = "0.1.0"
 
@@ -51,7 +51,7 @@ _WHERE = {
     "stats": "function",
     "FunctionApp": "http.app",
     "ASGIMiddleware": "http.asgi_middleware",
-    "WSGIMiddleware": "http.wsgi",
+    "WSGIMiddleware": "http.wsgi_middleware",
 }
 
 

@@ -22,8 +22,8 @@ from .core.payload import check_event
 
 if TYPE_CHECKING:
     from .core.context import ExecutionContext
+    from .http.function_wsgi import FunctionWSGI
     from .http.types import ASGIApp
-    from .http.wsgi import FunctionWSGI
 
 __all__ = ["Function", "handler", "stats"]
 
@@ -96,7 +96,7 @@ class Function(Generic[F]):
     def wsgi(self) -> FunctionWSGI:
         """This function as a WSGI app (for gunicorn, uWSGI, waitress...): every request is an invocation."""
         if self._wsgi is None:
-            from .http.wsgi import FunctionWSGI
+            from .http.function_wsgi import FunctionWSGI
 
             self._wsgi = FunctionWSGI(self.engine)
         return self._wsgi
