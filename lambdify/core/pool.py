@@ -8,20 +8,26 @@ run their async code on that loop.
 
 Threads: a loop-less pool is used from any thread, under its lock. A loop's pool changes only
 on its loop's thread, so its hot path (`take`, `release`) takes no lock: the two things other
-threads do to it, idle expiry (the janitor thread) and `close()` (a shutdown from another
+threads do to it, idle expiry (the housekeeping thread) and `close()` (a shutdown from another
 thread), are handed to the loop while it runs.
+
+Idle expiry and freezing are a chore of the housekeeping thread (`_Reaper`), due when the
+oldest idle context expires or the next idle child process is to be frozen: a release
+schedules it only if the context it leaves idle comes due before that (one comparison), and
+the chore, when it runs, schedules itself for the next one.
 """
 
 from __future__ import annotations
 
 import _thread
+import math
 import threading
 import time
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from . import hooks
+from . import housekeeping
 from .background import current_task_getter
 from .context import ExecutionContext
 from .deadlines import DeadlineWatch
@@ -84,8 +90,14 @@ class Pool:
         function.count_pool(self)
         self.watch = DeadlineWatch(loop)  # the deadlines of this loop's invocations
         self.current_task = current_task_getter() if loop is not None else _no_task
+        # Idle contexts of a main-thread pool expire when it next asks for one; others on the
+        # housekeeping thread, `_idle_for` seconds after a release at the earliest.
+        self._reaper = _Reaper(self)
+        self._freezes = self.config.isolation == "process"
+        self._idle_for = math.inf
         if not main_thread:
-            _janitor.watch(self)
+            self._idle_for = min(self.config.idle_ttl, FREEZE_AFTER) if self._freezes else self.config.idle_ttl
+            housekeeping.hold(self)
 
     def __repr__(self) -> str:
         return f"<Pool {self.config.name} loop={self.loop!r} contexts={len(self._contexts)}>"
@@ -281,6 +293,8 @@ class Pool:
                 self._warm.append(ctx)
             elif self.config.concurrency != 1:
                 self._partial[ctx.id] = ctx
+        if ctx.provisioned and self._freezes:
+            housekeeping.schedule(self._reaper, ctx.idle_since + self._idle_for)
         return ctx
 
     def _init_failed(
@@ -315,6 +329,7 @@ class Pool:
         the counters the invocation adds to.
         """
         shutdown = False
+        idle_at = math.inf
         lock = self._lock if self.loop is None else None  # (a loop's pool: only its thread, see take())
         if lock is not None:
             lock.acquire()
@@ -339,7 +354,9 @@ class Pool:
                 waiter.context = ctx
                 waiter.wake()
             elif ctx.active == 0:
-                ctx.idle_since = time.monotonic()
+                ctx.idle_since = now = time.monotonic()
+                if not ctx.provisioned or self._freezes:  # (a warm thread context neither expires nor freezes)
+                    idle_at = now + self._idle_for
                 if ctx.provisioned:
                     self._partial.pop(ctx.id, None)
                     self._warm.append(ctx)
@@ -353,6 +370,8 @@ class Pool:
         finally:
             if lock is not None:
                 lock.release()
+        if idle_at < self._reaper.due:
+            housekeeping.schedule(self._reaper, idle_at)
         if shutdown:
             self._shutdown(ctx)
 
@@ -381,41 +400,81 @@ class Pool:
 
     # -- retirement -----------------------------------------------------------------------
 
-    def reap(self) -> None:
-        """Retire contexts idle longer than `idle_ttl`; freeze idle child processes (janitor thread).
+    def reap(self) -> float:
+        """Retire contexts idle longer than `idle_ttl`; freeze idle child processes (housekeeping
+        thread). Returns when to look next (inf: when a release asks for it).
 
-        A loop's pool is reaped on its loop (see the module's docstring).
+        A loop's pool is reaped on its loop (see the module's docstring), which then schedules
+        the next look itself.
         """
-        if not self._idle and not self._warm and not self._idle_in_partial:
-            return
+        if self.closed:
+            return math.inf
         loop = self.loop
         if loop is None:
-            self._reap_here()
-        elif not self._reap_scheduled:
+            return self._reap_here(aside=True)
+        if not self._reap_scheduled:
             self._reap_scheduled = True
             try:
                 loop.call_soon_threadsafe(self._reap_here)
             except RuntimeError:  # the loop is closed: nothing runs on it any more
-                self._reap_here()
+                return self._reap_here(aside=True)
+        return math.inf
 
-    def _reap_here(self) -> None:
+    def _reap_here(self, aside: bool = False) -> float:
+        """`aside`: on the housekeeping thread, which must not wait for a SHUTDOWN (see _close_aside)."""
         self._reap_scheduled = False
         now = time.monotonic()
+        ttl = self.config.idle_ttl
+        upcoming = math.inf
         with self._lock:
             expired = self._expired(now)
-            for ctx in (*self._idle.values(), *self._warm):
-                if now - ctx.idle_since >= FREEZE_AFTER:
-                    ctx.freeze()  # under the lock: nobody can be handed the context meanwhile
-        self._retire_expired(expired)
+            for ctx in self._idle.values():  # (in release order: the first one expires first)
+                upcoming = ctx.idle_since + ttl
+                break
+            if self._idle_in_partial:
+                for ctx in self._partial.values():
+                    if ctx.active == 0:
+                        upcoming = min(upcoming, ctx.idle_since + ttl)
+            if self._freezes:
+                for ctx in (*self._idle.values(), *self._warm):
+                    if now - ctx.idle_since >= FREEZE_AFTER:
+                        ctx.freeze()  # under the lock: nobody can be handed the context meanwhile
+                    else:
+                        upcoming = min(upcoming, ctx.idle_since + FREEZE_AFTER)
+        if aside:
+            for ctx in expired:
+                logger.info("retiring %r: idle for more than %g s", ctx, ttl)
+                self.function.retired()
+                self._close_aside(ctx)
+        else:
+            self._retire_expired(expired)
+            if upcoming < self._reaper.due:
+                housekeeping.schedule(self._reaper, upcoming)
+        return upcoming
+
+    def _close_aside(self, ctx: ExecutionContext) -> None:
+        """SHUTDOWN of a loop-less context, off the housekeeping thread: on the context's own
+        thread, or (a child process: SIGTERM, then a grace period) on a short-lived one."""
+        if ctx.has_worker:
+            self._shutdown(ctx, counted=True)
+            return
+        closing = _Closing(ctx)
+        try:
+            _thread.start_new_thread(closing.run, ())
+        except RuntimeError:  # pragma: no cover - out of threads: here, then
+            closing.run()
+            return
+        self._closing.append(closing)
 
     def _retire_expired(self, expired: list[ExecutionContext]) -> None:
         for ctx in expired:
             logger.info("retiring %r: idle for more than %g s", ctx, self.config.idle_ttl)
             self._shutdown(ctx)
 
-    def _shutdown(self, ctx: ExecutionContext) -> None:
+    def _shutdown(self, ctx: ExecutionContext, counted: bool = False) -> None:
         """Run SHUTDOWN for a context that left the pool: on its own thread, or on its loop."""
-        self.function.retired()
+        if not counted:
+            self.function.retired()
         loop = self.loop
         if loop is None or loop.is_closed() or (exiting and not loop.is_running()):
             if ctx.has_worker:
@@ -475,7 +534,7 @@ class Pool:
                 ctx.retired = True
                 del self._contexts[ctx.id]
             waiters, self._waiters = list(self._waiters), deque()
-        _janitor.wake()  # it stops once no pool is open
+        housekeeping.schedule(self._reaper, -math.inf)  # (off the schedule: the thread stops once no pool is open)
         self.watch.close()
         for waiter in waiters:
             waiter.wake()
@@ -531,59 +590,38 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
     return loop
 
 
-class _Janitor:
-    """One thread per process that retires contexts idle past `idle_ttl` and freezes idle children.
+class _Reaper(housekeeping.Chore):
+    """A pool's idle expiry, a chore of the housekeeping thread (it holds the pool weakly)."""
 
-    It runs only while some pool is open, so a server that shut its functions down has no
-    thread of lambdify's left behind.
-    """
+    __slots__ = ("_pool",)
 
-    def __init__(self) -> None:
-        self._pools: weakref.WeakSet[Pool] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._started = False
-        self._interval = 5.0
+    def __init__(self, pool: Pool) -> None:
+        super().__init__()
+        self._pool = weakref.ref(pool)
 
-    def watch(self, pool: Pool) -> None:
-        with self._lock:
-            self._pools.add(pool)
-            self._interval = min(self._interval, max(0.05, pool.config.idle_ttl / 4))
-            if pool.config.isolation == "process":
-                self._interval = min(self._interval, FREEZE_AFTER)
-            if self._started:
-                self._wake.set()
-                return
-            try:
-                # A raw thread: nothing waits for it to start, so nothing can hang near a memory limit.
-                _thread.start_new_thread(self._run, ())
-                self._started = True
-            except RuntimeError as exc:
-                logger.warning("idle expiry thread not started (%s); contexts expire when a pool is next used", exc)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self._interval)
-            self._wake.clear()
-            with self._lock:
-                pools = [pool for pool in self._pools if not pool.closed]
-                if not pools:
-                    self._pools = weakref.WeakSet()
-                    self._started = False
-                    self._interval = 5.0
-                    return
-            for pool in pools:
-                try:
-                    pool.reap()
-                except Exception:  # pragma: no cover - never let the janitor die
-                    logger.exception("idle expiry failed for %r", pool)
-
-    def reset_after_fork(self) -> None:
-        self.__init__()  # type: ignore[misc]
+    def run(self, now: float) -> float:
+        pool = self._pool()
+        return math.inf if pool is None else pool.reap()
 
 
-_janitor = _Janitor()
-hooks.at_fork(_janitor.reset_after_fork)
+class _Closing:
+    """The SHUTDOWN of a context without a thread of its own, running on a short-lived thread
+    (what `Pool.settled()` waits for)."""
+
+    __slots__ = ("ctx", "done")
+
+    def __init__(self, ctx: ExecutionContext) -> None:
+        self.ctx = ctx
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
+
+    def __repr__(self) -> str:
+        return f"<SHUTDOWN of {self.ctx!r}>"
+
+    def run(self) -> None:
+        try:
+            self.ctx.close_here()
+        except Exception:  # pragma: no cover - close_here logs hook failures itself
+            logger.exception("SHUTDOWN failed for %r", self.ctx)
+        finally:
+            self.done.release()

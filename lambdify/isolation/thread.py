@@ -29,6 +29,7 @@ not help: on 3.11 that leaves the flag set for good.)
 from __future__ import annotations
 
 import _thread
+import math
 import os
 import sys
 import threading
@@ -38,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
-from ..core import hooks
+from ..core import hooks, housekeeping
 from ..core.context import ExecutionContext
 from ..core.errors import ThreadStartError
 
@@ -253,17 +254,20 @@ def _tracer_active() -> bool:
     )
 
 
-class _LateUnwind:
+class _LateUnwind(housekeeping.Chore):
     """Raises `Abandoned` in abandoned threads once each is seen running Python code (3.11, traced).
 
-    Its thread exists only while such a thread is abandoned and still in its call; it looks at
-    each one's CPU clock, every 10 ms at first and less often the longer nothing changes.
+    A chore of the housekeeping thread while such a thread is abandoned and still in its call:
+    it looks at each one's CPU clock, every 10 ms at first and less often the longer nothing
+    changes.
     """
 
+    __slots__ = ("_interval", "_lock", "_watched")
+
     def __init__(self) -> None:
+        super().__init__()
         self._lock = _thread.allocate_lock()
         self._watched: dict[Worker, tuple[_Call, int, float]] = {}
-        self._running = False
         self._interval = _POLL_FIRST
 
     def add(self, worker: Worker, ident: int, call: _Call) -> None:
@@ -276,45 +280,38 @@ class _LateUnwind:
         with self._lock:
             self._watched[worker] = (call, clock, cpu)
             self._interval = _POLL_FIRST
-            if self._running:
-                return
-            try:
-                _start_thread(self._run, ())
-            except RuntimeError:  # out of threads: left to end on its own
-                self._watched.clear()
-                return
-            self._running = True
+        housekeeping.schedule(self, time.monotonic() + _POLL_FIRST)
 
-    def _run(self) -> None:
-        while True:
-            time.sleep(self._interval)
+    def run(self, now: float) -> float:
+        with self._lock:
+            watched = list(self._watched.items())
+            interval = self._interval
+            self._interval = min(interval * 2, _POLL_MAX)
+        for worker, (call, clock, cpu) in watched:
+            try:
+                cpu_now: float | None = time.clock_gettime(clock)
+            except OSError:  # the thread has ended
+                cpu_now = None
+            if cpu_now is not None and cpu_now - cpu < _BUSY_CPU and worker._current is call:
+                still: tuple[_Call, int, float] | None = (call, clock, cpu_now)  # blocked: look again later
+            else:
+                # Running Python code (it takes the exception within a switch interval), or done.
+                if cpu_now is not None:
+                    worker._unwind_if_running(call)
+                still = None
             with self._lock:
-                if not self._watched:
-                    self._running = False
-                    return
-                watched = list(self._watched.items())
-                self._interval = min(self._interval * 2, _POLL_MAX)
-            for worker, (call, clock, cpu) in watched:
-                try:
-                    now: float | None = time.clock_gettime(clock)
-                except OSError:  # the thread has ended
-                    now = None
-                if now is not None and now - cpu < _BUSY_CPU and worker._current is call:
-                    still: tuple[_Call, int, float] | None = (call, clock, now)  # blocked: look again later
-                else:
-                    # Running Python code (it takes the exception within a switch interval), or done.
-                    if now is not None:
-                        worker._unwind_if_running(call)
-                    still = None
-                with self._lock:
-                    if self._watched.get(worker, (None,))[0] is call:  # not abandoned again meanwhile
-                        if still is None:
-                            del self._watched[worker]
-                        else:
-                            self._watched[worker] = still
+                if self._watched.get(worker, (None,))[0] is call:  # not abandoned again meanwhile
+                    if still is None:
+                        del self._watched[worker]
+                    else:
+                        self._watched[worker] = still
+        with self._lock:
+            return time.monotonic() + self._interval if self._watched else math.inf
 
     def reset_after_fork(self) -> None:
-        self.__init__()  # type: ignore[misc]
+        self._watched.clear()  # (the parent's threads are not in the child)
+        self._lock = _thread.allocate_lock()
+        self._interval = _POLL_FIRST
 
 
 _late = _LateUnwind()

@@ -609,14 +609,14 @@ def test_a_loops_pool_expires_idle_contexts_between_bursts_of_invocations_from_m
 
 
 def test_a_loops_pool_is_changed_only_on_its_loops_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Its hot path takes no lock: idle expiry (from the janitor thread) and a shutdown from
+    # Its hot path takes no lock: idle expiry (from the housekeeping thread) and a shutdown from
     # another thread are handed to the loop.
     from lambdify.core import pool as pool_module
 
     threads: dict[str, set[int]] = {"expiry": set(), "close": set()}
     expired, close_here = pool_module.Pool._expired, pool_module.Pool._close_here
 
-    name = "changed-on-its-loop"  # (other tests' pools, reaped by the janitor, are not recorded)
+    name = "changed-on-its-loop"  # (other tests' pools, reaped by the housekeeping thread, are not recorded)
 
     def recording_expired(self: Any, now: float) -> Any:
         if self.config.name == name:
