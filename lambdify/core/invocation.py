@@ -19,7 +19,7 @@ from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, failu
 from .memory import current_rss_mb, peak_rss_mb
 from .payload import MAX_RESPONSE, ensure_json
 from .restart import request_restart
-from .scratch import scratch_usage_mb
+from .scratch import over_quota
 
 if TYPE_CHECKING:
     from .context import ExecutionContext
@@ -183,8 +183,8 @@ class _Invocation:
             self.outcome(result, error)
         if ctx._tmp is not None and self.retire is None:
             tmp_mb = self.function.config.tmp_mb
-            used = scratch_usage_mb(ctx._tmp)
-            if used > tmp_mb:
+            used = over_quota(ctx._tmp, tmp_mb)  # one stat; a walk only when due (scratch.Quota)
+            if used is not None:
                 self.retire = f"scratch directory holds {used:.1f} MB, over tmp_mb={tmp_mb}"
         if self.lc._deferred:
             drop_deferred(self.lc, self.retire or "the invocation ended before it ran")

@@ -24,7 +24,7 @@ from ..core.context import LambdaContext
 from ..core.current import _current
 from ..core.errors import stack_trace
 from ..core.memory import peak_rss_mb
-from ..core.scratch import scratch_usage_mb
+from ..core.scratch import over_quota
 from .channel import Channel, ChannelClosed, encode
 
 PR_SET_PDEATHSIG = 1
@@ -266,8 +266,8 @@ def _invoke(channel: Channel, ctx: Any, message: dict[str, Any]) -> None:
         done["max_memory_mb"] = peak_rss_mb()
     if reply.get("oom"):
         done["oom"] = True
-    used = _scratch.usage(ctx._tmp)
-    if used:
+    used = over_quota(ctx._tmp, ctx._function.config.tmp_mb)
+    if used is not None:
         done["tmp_mb"] = used
     if pending:
         channel.send(done)
@@ -276,27 +276,6 @@ def _invoke(channel: Channel, ctx: Any, message: dict[str, Any]) -> None:
         _send_answer(channel, reply)
     if reply.get("oom"):
         raise _Stop  # a fresh child serves the next invocation
-
-
-class _Scratch:
-    """The scratch dir's usage, rescanned only when it may have changed: a directory found empty
-    stays empty until an entry is added, which changes its mtime."""
-
-    def __init__(self) -> None:
-        self.mtime = -1
-        self.used = 0.0
-        self.fd = -1  # the directory, kept open: fstat needs no path lookup
-
-    def usage(self, path: Any) -> float:
-        if self.fd < 0:
-            self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        mtime = os.fstat(self.fd).st_mtime_ns
-        if self.used or mtime != self.mtime:
-            self.used, self.mtime = scratch_usage_mb(path), mtime
-        return self.used
-
-
-_scratch = _Scratch()
 
 
 def _send_answer(channel: Channel, reply: dict[str, Any]) -> None:

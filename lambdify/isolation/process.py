@@ -30,6 +30,7 @@ from ..core.invoke_async import _answer as answer_caller
 from ..core.logs import logger
 from ..core.marshal import to_json
 from ..core.payload import MAX_REQUEST
+from ..core.scratch import make_scratch_dir, remove_scratch_dir, reported_over, watch
 from .channel import Channel, ChannelClosed, frame
 from .thread import Worker
 
@@ -238,15 +239,12 @@ class ProcessContext(ExecutionContext):
     @property
     def tmp(self) -> Path:
         if self._scratch is None:
-            from ..core.scratch import make_scratch_dir
-
             self._scratch = make_scratch_dir(self.function_name)
+            watch(self._scratch, self._function.config.tmp_mb)  # measured a last time when removed
         return self._scratch
 
     def _remove_scratch(self) -> None:
         if self._scratch is not None:
-            from ..core.scratch import remove_scratch_dir
-
             remove_scratch_dir(self._scratch)
             self._scratch = None
 
@@ -422,8 +420,11 @@ def _done(invocation: Any, message: dict[str, Any]) -> None:
         log.append(message["log"])
     if message.get("oom"):
         invocation.retire = "out of memory"
-    elif invocation.retire is None and message.get("tmp_mb", 0) > invocation.function.config.tmp_mb:
-        invocation.retire = f"scratch directory holds {message['tmp_mb']:.1f} MB, over tmp_mb"
+    elif invocation.retire is None and "tmp_mb" in message:  # the child found it over quota
+        reported_over(invocation.ctx._scratch)
+        invocation.retire = (
+            f"scratch directory holds {message['tmp_mb']:.1f} MB, over tmp_mb={invocation.function.config.tmp_mb}"
+        )
 
 
 def run_sync(function: Engine, event: Any, request_id: str, deadline: float | None = None) -> Any:

@@ -10,6 +10,7 @@ import base64
 import gc
 import importlib
 import json
+import logging
 import os
 import re
 import select
@@ -810,3 +811,39 @@ async def test_ainvoke_with_process_isolation(load: Load) -> None:
     assert elapsed < 2.0, f"the caller waited {elapsed:.2f} s for a 1 s timeout"
     assert state is None, f"the timed-out child is still there (state {state})"
     assert after["pid"] != first["pid"] and after["cold"] is True
+
+
+GROW = """
+import os
+import time
+from lambdify import handler
+
+
+@handler(isolation="process", tmp_mb=1)
+def grow(event, context):
+    log = context.tmp / "log.bin"
+    if event.get("create"):
+        log.touch()
+        old = time.time_ns() - 10 * 10**9
+        os.utime(context.tmp, ns=(old, old))  # as if it had changed long ago: its mtime is trusted
+    else:
+        with log.open("ab") as file:
+            file.write(b"x" * 2 * 1024 * 1024)
+    return {"pid": os.getpid(), "tmp": str(context.tmp)}
+"""
+
+
+def test_a_childs_growth_the_checks_missed_is_logged_by_the_parent_at_retirement(
+    load: Load, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Growing a file in place does not move the directory's mtime: the child's check after the
+    # invocation does not walk (its last walk is under a second old); the parent, which removes
+    # the directory once the child is gone, measures it then.
+    caplog.set_level(logging.WARNING, logger="lambdify")
+    fn = load(GROW).grow
+    first = fn.invoke({"create": True})
+    grown = fn.invoke({})
+    fn.shutdown()
+    assert grown["pid"] == first["pid"]
+    assert "held 2.0 MB when its context retired, over tmp_mb=1" in caplog.text
+    assert not Path(first["tmp"]).exists()
