@@ -33,6 +33,7 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
     if getattr(previous, "_lambdify", False):
         return
     new_task = asyncio.Task
+    current_task = current_task_getter()
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
         # (**kwargs: newer Pythons pass create_task's keyword arguments, `name` among them, through)
@@ -40,7 +41,8 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
             new_task(coro, loop=loop, **kwargs) if previous is None else previous(loop, coro, **kwargs)  # type: ignore[assignment]
         )
         lc = _current.get(None)
-        if lc is not None and not lc._done:
+        # (Not a task the server starts in the invocation's task while it sends the response.)
+        if lc is not None and not lc._done and (lc._sending is None or lc._sending is not current_task(loop)):
             if lc._tasks is None:
                 lc._tasks = set()
             lc._tasks.add(task)
