@@ -33,7 +33,6 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
     if getattr(previous, "_lambdify", False):
         return
     new_task = asyncio.Task
-    current_task = current_task_getter()
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
         # (**kwargs: newer Pythons pass create_task's keyword arguments, `name` among them, through)
@@ -41,8 +40,8 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
             new_task(coro, loop=loop, **kwargs) if previous is None else previous(loop, coro, **kwargs)  # type: ignore[assignment]
         )
         lc = _current.get(None)
-        # (Not a task the server starts in the invocation's task while it sends the response.)
-        if lc is not None and not lc._done and (lc._sending is None or lc._sending is not current_task(loop)):
+        # (Not one the server starts while it ends the response: that coroutine is running now.)
+        if lc is not None and not lc._done and (lc._sending is None or not getattr(lc._sending, "cr_running", 0)):
             if lc._tasks is None:
                 lc._tasks = set()
             lc._tasks.add(task)

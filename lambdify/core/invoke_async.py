@@ -77,13 +77,12 @@ async def run_async(
             if on_ready is not None:
                 failure = invocation.outcome(result, error)
                 decided = True
-                lc._sending = task  # (the server's send runs here: what it starts is the connection's)
                 try:
-                    await on_ready(invocation.result, failure)
+                    # (What the server starts while it sends the response is the connection's.)
+                    lc._sending = sent = on_ready(invocation.result, failure)
+                    await sent
                 except Exception:
                     logs.logger.exception("sending the response failed")
-                finally:
-                    lc._sending = None
             if lc._deferred or lc._tasks:
                 await flush(ctx, lc)
             else:

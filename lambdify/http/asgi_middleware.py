@@ -84,21 +84,15 @@ class _Request(_Invocation):
             if message["type"] == "http.response.start":
                 if self.ceiling is not None and _over(self, self.ceiling):
                     self.answered = self.responding = True
-                    return self.ending(_answer_out_of_memory(self.send, self.lc.aws_request_id))
+                    self.lc._sending = answer = _answer_out_of_memory(self.send, self.lc.aws_request_id)
+                    return answer
                 self.responding = True
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
-            return self.ending(self.send(message))  # (only this message pays for a coroutine)
+            # The response ends: a task the server starts meanwhile (hypercorn's keep-alive timer)
+            # is the connection's, not background work of the invocation (see the task factory).
+            self.lc._sending = sent = self.send(message)
+            return sent
         return self.send(message)
-
-    async def ending(self, sent: Awaitable[None]) -> None:
-        """Await the server's `send` that ends the response: a task it starts there (hypercorn's
-        keep-alive timer) is the connection's, not background work of the invocation."""
-        lc = self.lc
-        lc._sending = self.task
-        try:
-            await sent
-        finally:
-            lc._sending = None
 
     def expire(self) -> None:
         """At the deadline: answer 504 now if the app has not started its response, and cancel it."""
