@@ -40,7 +40,8 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
             new_task(coro, loop=loop, **kwargs) if previous is None else previous(loop, coro, **kwargs)  # type: ignore[assignment]
         )
         lc = _current.get(None)
-        if lc is not None and not lc._done:
+        # (Not one the server starts while it ends the response: that coroutine is running now.)
+        if lc is not None and not lc._done and (lc._sending is None or not getattr(lc._sending, "cr_running", 0)):
             if lc._tasks is None:
                 lc._tasks = set()
             lc._tasks.add(task)

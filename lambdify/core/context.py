@@ -317,6 +317,7 @@ class LambdaContext:
         "_done",
         "_log",
         "_request_id",
+        "_sending",
         "_tasks",
         "cold_start",
         "execution",
@@ -336,6 +337,9 @@ class LambdaContext:
         self._tasks: set[asyncio.Task[Any]] | None = None
         self._log: list[str] | None = None  # captured for the Invoke API's Tail logs
         self._done = False
+        # The coroutine that ends the response (the server's `send` runs in it): a task started
+        # while it runs (hypercorn's keep-alive timer) is the connection's, not the invocation's.
+        self._sending: Any = None
 
     # What does not change between invocations is read from the execution context when asked
     # for, rather than copied into every invocation's context.

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from . import hooks
 from .config import Config, function_arn
 from .errors import TooManyRequests, failure_counter
+from .invoke_portable import in_thread, on_asyncio
 from .logs import logger
 from .memory import apply_memory_backstop
 from .pool import Pool
@@ -174,6 +175,10 @@ class Engine:
             pool = self._here = self.pool(asyncio.get_running_loop())
         return pool
 
+    def portable_pool(self) -> Pool:
+        """The pool for event loops other than asyncio's (trio, through anyio): loop-less contexts."""
+        return self.pool(PORTABLE)
+
     def _new_pool(self, loop: Any) -> Pool:
         self.backend.check(self)
         if self.config.memory_mb is not None and self.config.isolation == "thread":
@@ -213,7 +218,10 @@ class Engine:
             pool.create(provisioned=True)
 
     async def astart(self) -> None:
-        """`start()` on the caller's event loop."""
+        """`start()` on the caller's event loop (off asyncio, the portable pool's, in a worker thread)."""
+        if not on_asyncio():
+            await in_thread(self.provision, PORTABLE)
+            return
         import asyncio
 
         pool = self.pool(asyncio.get_running_loop())
@@ -232,7 +240,10 @@ class Engine:
             delay = min(0.005, delay * 2 or 0.0002)
 
     async def ashutdown(self) -> None:
-        """`shutdown()` for async callers."""
+        """`shutdown()` for async callers (off asyncio, in a worker thread)."""
+        if not on_asyncio():
+            await in_thread(self.shutdown)
+            return
         import asyncio
 
         pools, deadline = self._close_pools()

@@ -15,6 +15,7 @@ from . import logs
 from . import marshal as _json
 from .background import drop_deferred
 from .context import LambdaContext
+from .current import _current
 from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, failure_counter, stack_trace
 from .memory import current_rss_mb, peak_rss_mb
 from .payload import MAX_RESPONSE, ensure_json
@@ -222,3 +223,14 @@ class _Invocation:
         rss = current_rss_mb()
         if memory_mb is not None and rss is not None and rss > memory_mb:
             request_restart(f"resident memory {rss:.0f} MB stays above the {memory_mb} MB ceiling")
+
+
+def call_handler(ctx: ExecutionContext, lc: LambdaContext, event: Any) -> Any:
+    """The handler, called on the context's thread as the current invocation (sync handlers)."""
+    ctx._serial += 1
+    ctx.invocations += 1
+    token = _current.set(lc)
+    try:
+        return ctx._target(event, lc)
+    finally:
+        _current.reset(token)

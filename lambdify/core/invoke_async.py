@@ -1,6 +1,6 @@
 """Running an invocation on an event loop: the handler runs in the caller's task under the
 loop's deadline watch, sync code on the context's thread (`ainvoke()`, `fn.asgi`, and `invoke()`
-of an async handler, on lambdify's own loop)."""
+of an async handler, on lambdify's own loop). Off asyncio (trio), `invoke_portable` runs it."""
 
 from __future__ import annotations
 
@@ -11,26 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 from . import hooks, logs
 from .background import cancel_stray_tasks, flush
-from .context import LambdaContext
 from .current import _current
 from .errors import FunctionError, InvocationTimeout, TooManyRequests
-from .invocation import Ready, _Invocation, _TimedOut
+from .invocation import Ready, _Invocation, _TimedOut, call_handler
+from .invoke_portable import run_portable
 
 if TYPE_CHECKING:
     import asyncio
 
-    from .context import ExecutionContext
     from .engine import Engine
-
-
-def _call_here(ctx: ExecutionContext, lc: LambdaContext, event: Any) -> Any:
-    ctx._serial += 1
-    ctx.invocations += 1
-    token = _current.set(lc)
-    try:
-        return ctx._target(event, lc)
-    finally:
-        _current.reset(token)
 
 
 async def run_async(
@@ -50,7 +39,12 @@ async def run_async(
     driver = function.backend.run_async
     if driver is not None:  # (another backend runs the handler: a child process)
         return await driver(function, event, request_id, deadline, on_ready=on_ready, log=log, on_start=on_start)
-    pool = function.loop_pool()
+    try:
+        pool = function.loop_pool()
+    except RuntimeError:  # no asyncio loop runs here: trio (or another anyio backend)
+        pool = None
+    if pool is None:  # (outside the `except`: what the handler raises must not chain to that)
+        return await run_portable(function, event, request_id, deadline, on_ready=on_ready, log=log, on_start=on_start)
     ctx, cold = pool.take(), False
     if ctx is None:
         ctx, cold = await pool.aacquire(request_id)
@@ -77,14 +71,16 @@ async def run_async(
                     ctx.invocations += 1
                     result = await ctx._target(event, lc)
                 else:
-                    result = await ctx.acall(_call_here, ctx, lc, event)
+                    result = await ctx.acall(call_handler, ctx, lc, event)
             except Exception as exc:
                 error = exc
             if on_ready is not None:
                 failure = invocation.outcome(result, error)
                 decided = True
                 try:
-                    await on_ready(invocation.result, failure)
+                    # (What the server starts while it sends the response is the connection's.)
+                    lc._sending = sent = on_ready(invocation.result, failure)
+                    await sent
                 except Exception:
                     logs.logger.exception("sending the response failed")
             if lc._deferred or lc._tasks:

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any, Final
 from ..core.background import cancel_stray_tasks, flush, flush_portable
 from ..core.config import build_config
 from ..core.current import _current, new_request_id
-from ..core.engine import PORTABLE, Engine
+from ..core.engine import Engine
 from ..core.errors import FunctionError, InvocationTimeout, LambdifyError, MemoryLimitExceeded, TooManyRequests
 from ..core.invocation import _Invocation, _TimedOut
+from ..core.invoke_portable import abandon_running, acquire
 from ..core.logs import logger
 from ..core.memory import peak_rss_mb
 from ..isolation.thread import THREAD
@@ -79,11 +80,18 @@ class _Request(_Invocation):
         """
         if self.answered:
             return _nothing()
-        if not self.responding and message["type"] == "http.response.start":
-            if self.ceiling is not None and _over(self, self.ceiling):
-                self.answered = self.responding = True
-                return _answer_out_of_memory(self.send, self.lc.aws_request_id)
-            self.responding = True
+        if not self.responding:
+            if message["type"] == "http.response.start":
+                if self.ceiling is not None and _over(self, self.ceiling):
+                    self.answered = self.responding = True
+                    self.lc._sending = answer = _answer_out_of_memory(self.send, self.lc.aws_request_id)
+                    return answer
+                self.responding = True
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            # The response ends: a task the server starts meanwhile (hypercorn's keep-alive timer)
+            # is the connection's, not background work of the invocation (see the task factory).
+            self.lc._sending = sent = self.send(message)
+            return sent
         return self.send(message)
 
     def expire(self) -> None:
@@ -195,23 +203,16 @@ class ASGIMiddleware:
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the app's lifespan through; add provisioned contexts at startup and retire all at shutdown."""
         function = self.function
-        portable = not _on_asyncio()
 
         async def receive_wrapper() -> Message:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                if portable:
-                    await _in_thread(function.provision, PORTABLE)
-                else:
-                    await function.astart()
+                await function.astart()  # (on trio too: the portable pool's contexts)
             return message
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "lifespan.shutdown.complete":
-                if portable:
-                    await _in_thread(function.shutdown)
-                else:
-                    await function.ashutdown()
+                await function.ashutdown()
             await send(message)
 
         await self.app(scope, receive_wrapper, send_wrapper)
@@ -226,17 +227,14 @@ class ASGIMiddleware:
         import anyio
 
         function = self.function
-        pool = function.pool(PORTABLE)
+        pool = function.portable_pool()
         ctx = pool.take()
         cold = False
         request_id = None
         if ctx is None:
             request_id = new_request_id()
-            # With no INIT code and room for a context, acquiring cannot block: do it here, as
-            # the asyncio path does, rather than in a thread, so that requests keep their order.
-            trivial = function.config.init is None and not function.is_class and pool._has_room()
             try:
-                ctx, cold = pool.acquire(request_id) if trivial else await _in_thread(pool.acquire, request_id)
+                ctx, cold = await acquire(function, pool, request_id)
             except (TooManyRequests, FunctionError) as exc:
                 await _refuse(send, exc, request_id)
                 return
@@ -268,8 +266,9 @@ class ASGIMiddleware:
                 except Exception as exc:
                     error = exc
                 await flush_portable(ctx, lc)
-        except anyio.get_cancelled_exc_class():
-            pool.release(ctx)  # cancelled from outside (the server): Lambda would have run on
+        except anyio.get_cancelled_exc_class():  # cancelled from outside (the server): Lambda would have run on
+            abandoned = abandon_running(function, ctx)
+            pool.release(ctx, "its sync code was abandoned" if abandoned else None)
             raise
         except BaseException as exc:  # KeyboardInterrupt, SystemExit...: passed on as without lambdify
             invocation.escape(pool, exc)
@@ -277,6 +276,7 @@ class ASGIMiddleware:
         finally:
             _current.reset(token)
         if deadline.cancelled_caught:
+            abandon_running(function, ctx)  # (deferred sync work still running on the context's thread)
             error = _TimedOut()
             if not responding:
                 answered = True
@@ -309,21 +309,6 @@ async def _refuse(send: Send, exc: LambdifyError, request_id: str) -> None:
     else:
         logger.error("RequestId: %s INIT failed: %s", request_id, exc)
         await send_json(send, 502, {"message": "Internal Server Error"}, [_id_header(request_id)])
-
-
-def _on_asyncio() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-async def _in_thread(fn: Any, *args: Any) -> Any:
-    """`fn(*args)` in a worker thread of the running backend (anyio's)."""
-    import anyio.to_thread
-
-    return await anyio.to_thread.run_sync(fn, *args)
 
 
 def _id_header(request_id: str) -> tuple[bytes, bytes]:
