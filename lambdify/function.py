@@ -16,7 +16,6 @@ from .core.config import _NAME_RE, Config, build_config
 from .core.current import new_request_id
 from .core.engine import Engine
 from .core.engine import stats as stats
-from .core.invoke_async import run_async
 from .core.invoke_sync import invoke
 from .core.payload import check_event
 
@@ -123,6 +122,8 @@ class Function(Generic[F]):
         if self.config.isolation != "process":
             check_event(event)
         self.engine.check_health()
+        from .core.invoke_async import run_async
+
         return await run_async(self.engine, event, new_request_id())
 
     def __call__(self, event: Any, context: Any) -> Any:

@@ -166,10 +166,11 @@ class Engine:
 
         On Python 3.11 `asyncio.get_running_loop()` makes a `getpid` system call; while the last
         loop used still runs in this thread (the usual case: a server runs one loop per worker),
-        it is the running one, which asyncio's own loops tell without a system call.
+        it is the running one. The pool remembers its loop's thread, and asks the loop whether it
+        runs (uvloop's loops have no `_thread_id` to read).
         """
         pool = self._here
-        if pool is None or pool.closed or getattr(pool.loop, "_thread_id", None) != get_ident():
+        if pool is None or pool.closed or pool.thread != get_ident() or not pool.loop_running():
             import asyncio
 
             pool = self._here = self.pool(asyncio.get_running_loop())

@@ -4,6 +4,7 @@ of an async handler, on lambdify's own loop). Off asyncio (trio), `invoke_portab
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -17,8 +18,6 @@ from .invocation import Ready, _Invocation, _TimedOut, call_handler
 from .invoke_portable import run_portable
 
 if TYPE_CHECKING:
-    import asyncio
-
     from .engine import Engine
 
 
@@ -34,8 +33,6 @@ async def run_async(
 ) -> Any:
     """One invocation on the running loop. `on_ready(result, failure)` is awaited as soon as the
     handler's outcome is known, before the flush: HTTP surfaces answer the client there."""
-    import asyncio
-
     driver = function.backend.run_async
     if driver is not None:  # (another backend runs the handler: a child process)
         return await driver(function, event, request_id, deadline, on_ready=on_ready, log=log, on_start=on_start)
@@ -139,8 +136,6 @@ def owned_loop() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
     global _owned
     with _owned_lock:
         if _owned is None:
-            import asyncio
-
             from .background import install_task_factory
 
             loop = asyncio.new_event_loop()
@@ -152,8 +147,6 @@ def owned_loop() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
 
 
 def run_on_owned_loop(function: Engine, event: Any, request_id: str, deadline: float | None = None) -> Any:
-    import asyncio
-
     loop, thread = owned_loop()
     if threading.current_thread() is thread:
         raise RuntimeError(

@@ -20,13 +20,12 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 
-from .invoke_async import run_on_owned_loop
-
-
 def invoke(function: Engine, event: Any, request_id: str, deadline: float | None = None) -> Any:
     """One invocation from sync code, by the driver that fits the handler and its backend."""
     function.check_health()
     if function.is_async and function.backend.run_sync is None:
+        from .invoke_async import run_on_owned_loop  # (asyncio: only for async handlers)
+
         return run_on_owned_loop(function, event, request_id, deadline)
     return run_sync(function, event, request_id, deadline)
 

@@ -19,6 +19,7 @@ the chore, when it runs, schedules itself for the next one.
 
 from __future__ import annotations
 
+import _thread
 import math
 import threading
 import time
@@ -89,6 +90,9 @@ class Pool(Retirement):
         function.count_pool(self)
         self.watch = DeadlineWatch(loop)  # the deadlines of this loop's invocations
         self.current_task = current_task_getter() if loop is not None else _no_task
+        # The thread that made a loop's pool runs its loop (pools are made from a coroutine on it).
+        self.thread = _thread.get_ident() if loop is not None else None
+        self.loop_running = loop.is_running if loop is not None else _not_running
         # Idle contexts of a main-thread pool expire when it next asks for one; others on the
         # housekeeping thread, `_idle_for` seconds after a release at the earliest.
         self._reaper = _Reaper(self)
@@ -318,6 +322,26 @@ class Pool(Retirement):
         `started` ("cold_starts"/"warm_starts") and `failed` ("errors", "timeouts", "oom") name
         the counters the invocation adds to.
         """
+        if self.loop is not None and retire is None and not self.closed and not self._waiters and not ctx.retired:
+            # The hot path: a loop's pool (changed only on its thread: no lock), and the context
+            # stays in service: still busy, or idle and not provisioned (warm ones go to `_warm`).
+            active = ctx.active - 1
+            if active or not ctx.provisioned:
+                if started is not None:
+                    self.counts[started] += 1
+                    if failed is not None:
+                        self.counts[failed] += 1
+                ctx.active = active
+                if active:
+                    self._partial[ctx.id] = ctx  # (below its cap again)
+                    return
+                ctx.idle_since = now = time.monotonic()
+                if not self._idle_in_partial:  # (a shared context stays in `_partial` while idle)
+                    self._partial.pop(ctx.id, None)
+                    self._idle[ctx.id] = ctx
+                if now + self._idle_for < self._reaper.due:
+                    housekeeping.schedule(self._reaper, now + self._idle_for)
+                return
         shutdown = False
         idle_at = math.inf
         lock = self._lock if self.loop is None else None  # (a loop's pool: only its thread, see take())
@@ -391,6 +415,10 @@ class Pool(Retirement):
 
 def _no_task(loop: Any) -> None:
     return None
+
+
+def _not_running() -> bool:
+    return False
 
 
 def _set_none(future: asyncio.Future[None]) -> None:
