@@ -4,7 +4,9 @@ of an async handler, on lambdify's own loop). Off asyncio (trio), `invoke_portab
 
 from __future__ import annotations
 
+import _thread
 import asyncio
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -146,34 +148,78 @@ def owned_loop() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
         return _owned
 
 
+class _Handoff:
+    """One `invoke()` of an async handler, handed from a sync caller to lambdify's loop.
+
+    The caller waits on one raw lock, released when the invocation's task is done: one wake-up
+    each way (`run_coroutine_threadsafe` adds a concurrent Future, its condition variable and a
+    chained callback, and the caller used to wait twice: for the start, then for the end).
+    """
+
+    __slots__ = ("args", "deadline", "done", "error", "loop", "result", "task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, args: tuple[Any, ...]) -> None:
+        self.loop = loop
+        self.args = args
+        self.deadline: float | None = None  # the invocation's, once it started (it may queue first)
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
+
+    def start(self) -> None:  # (on the loop)
+        self.task = task = self.loop.create_task(run_async(*self.args, on_start=self.started))
+        task.add_done_callback(self.finished)
+
+    def started(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def finished(self, task: asyncio.Task[Any]) -> None:  # (on the loop)
+        try:
+            self.result = task.result()
+        except asyncio.CancelledError:  # (cancelled by `cancel()`: the loop was blocked)
+            self.error = TooManyRequests("the invocation was cancelled before it ran")
+        except BaseException as exc:  # (the caller re-raises it)
+            self.error = exc
+        self.done.release()
+
+    def cancel(self) -> None:  # (on the loop)
+        if self.task is not None:
+            self.task.cancel()
+
+
 def run_on_owned_loop(function: Engine, event: Any, request_id: str, deadline: float | None = None) -> Any:
     loop, thread = owned_loop()
-    if threading.current_thread() is thread:
+    if _thread.get_ident() == thread.ident:
         raise RuntimeError(
             f"invoke() of async function {function.config.name!r} from lambdify's own event loop would deadlock; "
             "use `await fn.ainvoke(event)`"
         )
-    started = threading.Event()
-    deadlines: list[float] = []
-
-    def on_start(deadline: float) -> None:
-        deadlines.append(deadline)
-        started.set()
-
-    coroutine = run_async(function, event, request_id, deadline, on_start=on_start)
-    future = asyncio.run_coroutine_threadsafe(coroutine, loop)
     config = function.config
-    if not started.wait(config.queue_timeout + config.init_timeout + 1.0) and not future.done():
-        future.cancel()
-        raise TooManyRequests(f"{config.name}: lambdify's event loop is blocked by another invocation")
-    try:
-        return future.result(timeout=max(0.0, deadlines[0] - time.monotonic()) + 0.05 if deadlines else None)
-    except TimeoutError:
-        if future.done():
-            raise
+    handoff = _Handoff(loop, (function, event, request_id, deadline))
+    # (An empty context: the task is not background work of an invocation that called invoke().)
+    loop.call_soon_threadsafe(handoff.start, context=contextvars.Context())
+    now = time.monotonic()
+    queued_until = now + config.queue_timeout + config.init_timeout + 1.0
+    # (One wait in the usual case: a warm context starts at once and ends before this.)
+    ends = min(queued_until, now + config.timeout if deadline is None else deadline)
+    while not handoff.done.acquire(timeout=max(0.0, ends - time.monotonic()) + 0.05):
+        if handoff.deadline is None:  # still waiting for a context, or its INIT, or the loop
+            if time.monotonic() < queued_until:
+                ends = queued_until
+                continue
+            loop.call_soon_threadsafe(handoff.cancel)
+            raise TooManyRequests(f"{config.name}: lambdify's event loop is blocked by another invocation")
+        if time.monotonic() < handoff.deadline:
+            ends = handoff.deadline
+            continue
         # Sync code in an async handler is blocking the loop: answer now; the invocation is
         # counted as timed out and its context retired as soon as the loop runs again.
-        raise InvocationTimeout(config.timeout, request_id) from None
+        raise InvocationTimeout(config.timeout, request_id)
+    if handoff.error is not None:
+        raise handoff.error
+    return handoff.result
 
 
 def _reset_after_fork() -> None:

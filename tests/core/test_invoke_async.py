@@ -1,0 +1,87 @@
+"""`invoke()` of an async handler from sync code: handed to lambdify's own loop, answered at the
+deadline even while the handler blocks that loop, throttled when the loop stays blocked."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from lambdify import Function, InvocationTimeout, LambdaContext, TooManyRequests, handler
+
+
+@pytest.fixture
+def functions() -> Any:
+    made: list[Function[Any]] = []
+    yield made
+    for fn in made:
+        fn.shutdown()
+
+
+def test_results_and_errors_come_back_to_the_sync_caller(functions: list[Function[Any]]) -> None:
+    @handler(name="echo_async")
+    async def echo(event: Any, context: LambdaContext) -> Any:
+        if event.get("fail"):
+            raise ValueError("no")
+        return {"got": event, "cold": context.cold_start}
+
+    functions.append(echo)
+    assert echo.invoke({"a": 1}) == {"got": {"a": 1}, "cold": True}
+    assert echo.invoke({"a": 2}) == {"got": {"a": 2}, "cold": False}
+    with pytest.raises(Exception) as raised:
+        echo.invoke({"fail": True})
+    assert getattr(raised.value, "error_type", None) == "ValueError"
+
+
+def test_a_handler_blocking_the_loop_is_answered_at_its_deadline(functions: list[Function[Any]]) -> None:
+    @handler(name="blocks_loop", timeout=0.3)
+    async def blocks(event: Any, context: LambdaContext) -> Any:
+        time.sleep(event["sleep"])  # noqa: ASYNC251 - sync code in an async handler: the loop cannot cancel it
+        return "done"
+
+    functions.append(blocks)
+    started = time.monotonic()
+    with pytest.raises(InvocationTimeout):
+        blocks.invoke({"sleep": 1.5})
+    assert time.monotonic() - started < 1.0  # answered near the 0.3 s deadline, not after the sleep
+    time.sleep(1.5)  # the loop runs again
+    assert blocks.invoke({"sleep": 0}) == "done"
+
+
+def test_a_call_that_cannot_start_while_the_loop_is_blocked_is_throttled(functions: list[Function[Any]]) -> None:
+    @handler(name="hogs_loop", timeout=5)
+    async def hog(event: Any, context: LambdaContext) -> Any:
+        time.sleep(event["sleep"])  # noqa: ASYNC251 - blocks the loop on purpose
+        return "hogged"
+
+    @handler(name="waits", timeout=5, queue_timeout=0.1, init_timeout=0.1)
+    async def waits(event: Any, context: LambdaContext) -> Any:
+        return "ran"
+
+    functions += [hog, waits]
+    import threading
+
+    hogging = threading.Thread(target=hog.invoke, args=({"sleep": 2.5},))
+    hogging.start()
+    time.sleep(0.2)  # the loop is now blocked by hog's sleep
+    started = time.monotonic()
+    with pytest.raises(TooManyRequests, match="blocked"):
+        waits.invoke({})
+    assert 1.0 < time.monotonic() - started < 2.2  # queue_timeout + init_timeout + 1 s
+    hogging.join()
+    assert waits.invoke({}) == "ran"
+
+
+def test_an_invoke_from_inside_an_invocation_is_not_its_background_work(functions: list[Function[Any]]) -> None:
+    @handler(name="inner_async")
+    async def inner(event: Any, context: LambdaContext) -> Any:
+        return "inner"
+
+    @handler(name="outer_sync")
+    def outer(event: Any, context: LambdaContext) -> Any:
+        return inner.invoke({})
+
+    functions += [inner, outer]
+    assert outer.invoke({}) == "inner"
+    assert outer.stats()["errors"] == 0 and inner.stats()["invocations"] == 1
