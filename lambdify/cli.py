@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     invoke = commands.add_parser("invoke", help="run one invocation and print the result as JSON")
     invoke.add_argument("target", help="module:attr, path/to/file.py:attr, or path/to/file.py")
     invoke.add_argument("--event", default=None, help="JSON event file, or - for standard input (default: {})")
+    _log_format_option(invoke)
     serve = commands.add_parser("serve", help="serve functions over HTTP and the Lambda Invoke API (uvicorn)")
     serve.add_argument("targets", nargs="+", metavar="TARGET", help="module:attr, file.py:attr, or file.py")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -48,7 +49,23 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="worker processes, each with its own contexts")
     serve.add_argument("--reload", action="store_true", help="restart when source files change (development)")
     serve.add_argument("--isolation", choices=("thread", "process"), default=None, help="override every function's")
+    _log_format_option(serve)
     return parser
+
+
+def _log_format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="Lambda's text lines or its JSON records (default: $AWS_LAMBDA_LOG_FORMAT, else text)",
+    )
+
+
+def _apply_log_format(choice: str | None) -> None:
+    """`--log-format` wins over the environment, and reaches `serve`'s worker processes through it."""
+    if choice is not None:
+        os.environ["AWS_LAMBDA_LOG_FORMAT"] = "JSON" if choice == "json" else "Text"
 
 
 def _bind_problem(host: str, port: int) -> str | None:
@@ -88,6 +105,11 @@ def _read_event(source: str | None) -> Any:
 
 
 def _configure_logging() -> None:
+    from .core import json_logs
+
+    if json_logs.json_requested():
+        json_logs.configure()
+        return
     log = logging.getLogger("lambdify")
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.NullHandler) for h in log.handlers):
         stream = logging.StreamHandler(sys.stderr)
@@ -215,6 +237,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _apply_log_format(args.log_format)
     if args.command == "invoke":
         return invoke_command(args.target, args.event)
     if args.command == "serve":
