@@ -391,13 +391,18 @@ def stats() -> dict[str, dict[str, Any]]:
     Two functions with one name (two middlewares left at the default "app") are told apart
     as `app`, `app#2`, ...
     """
+    return snapshot()
+
+
+def snapshot(lines: Any = None) -> dict[str, dict[str, Any]]:
+    """`stats()`, with each recent invocation's log lines given `lines(request_id)` (the status page)."""
     report: dict[str, dict[str, Any]] = {}
     for engine in sorted(_engines, key=lambda engine: engine._serial):
         key, n = engine.config.name, 1
         while key in report:
             n += 1
             key = f"{engine.config.name}#{n}"
-        report[key] = engine.snapshot()
+        report[key] = engine.snapshot(lines)
     return report
 
 
