@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     invoke = commands.add_parser("invoke", help="run one invocation and print the result as JSON")
     invoke.add_argument("target", help="module:attr, path/to/file.py:attr, or path/to/file.py")
     invoke.add_argument("--event", default=None, help="JSON event file, or - for standard input (default: {})")
+    _log_format_option(invoke)
     serve = commands.add_parser("serve", help="serve functions over HTTP and the Lambda Invoke API (uvicorn)")
     serve.add_argument("targets", nargs="+", metavar="TARGET", help="module:attr, file.py:attr, or file.py")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -48,7 +49,29 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="worker processes, each with its own contexts")
     serve.add_argument("--reload", action="store_true", help="restart when source files change (development)")
     serve.add_argument("--isolation", choices=("thread", "process"), default=None, help="override every function's")
+    serve.add_argument(
+        "--status",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the status page at /_lambdify/ (default: on when bound to loopback, else off)",
+    )
+    _log_format_option(serve)
     return parser
+
+
+def _log_format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="Lambda's text lines or its JSON records (default: $AWS_LAMBDA_LOG_FORMAT, else text)",
+    )
+
+
+def _apply_log_format(choice: str | None) -> None:
+    """`--log-format` wins over the environment, and reaches `serve`'s worker processes through it."""
+    if choice is not None:
+        os.environ["AWS_LAMBDA_LOG_FORMAT"] = "JSON" if choice == "json" else "Text"
 
 
 def _bind_problem(host: str, port: int) -> str | None:
@@ -88,6 +111,11 @@ def _read_event(source: str | None) -> Any:
 
 
 def _configure_logging() -> None:
+    from .core import json_logs
+
+    if json_logs.json_requested():
+        json_logs.configure()
+        return
     log = logging.getLogger("lambdify")
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.NullHandler) for h in log.handlers):
         stream = logging.StreamHandler(sys.stderr)
@@ -137,6 +165,7 @@ def invoke_command(target: str, event_source: str | None) -> int:
 
 _TARGETS_ENV = "LAMBDIFY_SERVE_TARGETS"
 _ISOLATION_ENV = "LAMBDIFY_SERVE_ISOLATION"
+_STATUS_ENV = "LAMBDIFY_SERVE_STATUS"
 
 
 def serve_app() -> Any:
@@ -149,7 +178,7 @@ def serve_app() -> Any:
         if isolation and function.config.isolation != isolation:
             function.config = function.config.replace(isolation=isolation)
     _configure_logging()
-    return FunctionApp(functions)
+    return FunctionApp(functions, status=os.environ.get(_STATUS_ENV) == "1")
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -186,35 +215,66 @@ def serve_command(args: argparse.Namespace) -> int:
         loopback = ipaddress.ip_address(args.host).is_loopback
     except ValueError:
         loopback = args.host == "localhost"
+    status = loopback if args.status is None else args.status
     if not loopback:
         print(
             f"lambdify: WARNING: serving on {args.host}, beyond this machine; the Invoke API has no "
             "authentication, so anyone who can reach it can invoke these functions",
             file=sys.stderr,
         )
+        if status:
+            print(
+                "lambdify: WARNING: the status page (/_lambdify/) is on, beyond this machine; it has no "
+                "authentication, so anyone who can reach it can read these functions' statistics and logs",
+                file=sys.stderr,
+            )
     base = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}"
     for name in names:
         print(f"{name}: {base}/{name}/  (Invoke API: {base}/2015-03-31/functions/{name}/invocations)", flush=True)
+    if status:
+        print(f"status: {base}/_lambdify/  (stats.json, metrics)", flush=True)
+    os.environ[_STATUS_ENV] = "1" if status else "0"
     os.environ[_TARGETS_ENV] = json.dumps([os.path.abspath(t) if t.endswith(".py") else t for t in args.targets])
     if args.isolation:
         os.environ[_ISOLATION_ENV] = args.isolation
     import uvicorn
 
-    uvicorn.run(
-        "lambdify.cli:serve_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        reload=args.reload,
-        log_level="info",
-        timeout_graceful_shutdown=None,
-    )
+    with _status_dir(status and args.workers > 1):
+        uvicorn.run(
+            "lambdify.cli:serve_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            reload=args.reload,
+            log_level="info",
+            timeout_graceful_shutdown=None,
+        )
     return 0
+
+
+@contextlib.contextmanager
+def _status_dir(needed: bool) -> Any:
+    """A private run directory where each worker publishes its statistics (see http.workers)."""
+    if not needed:
+        yield
+        return
+    import shutil
+    import tempfile
+
+    from .http.workers import ENV
+
+    folder = tempfile.mkdtemp(prefix="lambdify-status-")  # (mode 0700)
+    os.environ[ENV] = folder
+    try:
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _apply_log_format(args.log_format)
     if args.command == "invoke":
         return invoke_command(args.target, args.event)
     if args.command == "serve":

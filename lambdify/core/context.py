@@ -40,6 +40,8 @@ class ExecutionContext:
         self.resources = Resources(self, function.resource_stats)
         self.provisioned = False
         self.init_ms = 0.0
+        self.last_ms: float | None = None  # the last invocation's duration (lambdify.stats())
+        self.peak_mb: float | None = None  # its own peak memory, where it has its own (a child process)
         self.log_stream_name = time.strftime("%Y/%m/%d/[$LATEST]", time.gmtime()) + self.id
         self._function = function
         self._loop = loop

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 import threading
 import time
 import weakref
@@ -25,6 +24,7 @@ from .invoke_portable import in_thread, on_asyncio
 from .logs import logger
 from .memory import apply_memory_backstop
 from .pool import Pool
+from .recorder import Recorder, context_entry, state_of, worker_peak_mb
 from .restart import request_restart
 
 if TYPE_CHECKING:
@@ -113,6 +113,7 @@ class Engine:
         self._stats: dict[str, Any] = dict.fromkeys(_COUNTERS, 0)
         self._stats["init_ms_last"] = None
         self.resource_stats: dict[str, dict[str, int]] = {}
+        self.recorder = Recorder()  # recent invocations, latency histogram, retired contexts
         # Each pool counts its invocations under its own lock (the one it takes to release a
         # context anyway); stats() adds them up. A closed pool is folded into `_stats` once it
         # holds no context (no release can come after that), so pools of closed loops do not pile up.
@@ -295,22 +296,28 @@ class Engine:
         return stats
 
     def contexts(self) -> list[dict[str, Any]]:
-        """Each live context of this worker process: id, state, age, invocations."""
+        """Each context of this worker process (in INIT, live, or recently retired): id, pid, state
+        (`init`, `busy`, `idle`, `frozen`, `retired`), age, invocations, init and last durations, peak memory."""
         now = time.time()
+        peak = worker_peak_mb() if self.config.isolation == "thread" else None
         contexts = []
         for pool in list(self.pools.values()):
+            for ctx in list(pool.starting.values()):
+                contexts.append(context_entry(ctx, "init", now, peak))
             for ctx in pool.contexts():
-                contexts.append(
-                    {
-                        "id": ctx.id,
-                        "pid": os.getpid(),
-                        "state": "busy" if ctx.active else "idle",
-                        "age_s": round(now - ctx.created_at, 3),
-                        "invocations": ctx.invocations,
-                        "provisioned": ctx.provisioned,
-                    }
-                )
+                contexts.append(context_entry(ctx, state_of(ctx), now, peak))
+        contexts.extend(self.recorder.retired)
         return contexts
+
+    def snapshot(self, lines: Any = None) -> dict[str, Any]:
+        """`stats()` plus the contexts, the recent invocations (with their log lines, given
+        `lines(request_id)`) and the latency histogram: this function's entry in `lambdify.stats()`."""
+        return {
+            **self.stats(),
+            "contexts": self.contexts(),
+            "recent": self.recorder.invocations(lines),
+            "latency": self.recorder.latency(),
+        }
 
     def count(self, key: str, n: int = 1) -> None:
         with self._stats_lock:
@@ -340,8 +347,10 @@ class Engine:
         with self._stats_lock:
             self._stats["init_ms_last"] = round(init_ms, 3)
 
-    def retired(self) -> None:
+    def retired(self, ctx: ExecutionContext | None = None) -> None:
         self.count("contexts_retired")
+        if ctx is not None:
+            self.recorder.context_retired(ctx)
 
     def unwound(self) -> None:
         """An abandoned thread finished its call after all: it no longer counts against the worker."""
@@ -373,7 +382,8 @@ class Engine:
 
 
 def stats() -> dict[str, dict[str, Any]]:
-    """Every Function and middleware of this process, by name: `fn.stats()` plus its contexts.
+    """Every Function and middleware of this process, by name: `fn.stats()` plus its contexts
+    (`contexts`), its recent invocations (`recent`) and its latency histogram (`latency`).
 
     ```python
     import lambdify
@@ -382,13 +392,18 @@ def stats() -> dict[str, dict[str, Any]]:
     Two functions with one name (two middlewares left at the default "app") are told apart
     as `app`, `app#2`, ...
     """
+    return snapshot()
+
+
+def snapshot(lines: Any = None) -> dict[str, dict[str, Any]]:
+    """`stats()`, with each recent invocation's log lines given `lines(request_id)` (the status page)."""
     report: dict[str, dict[str, Any]] = {}
     for engine in sorted(_engines, key=lambda engine: engine._serial):
         key, n = engine.config.name, 1
         while key in report:
             n += 1
             key = f"{engine.config.name}#{n}"
-        report[key] = {**engine.stats(), "contexts": engine.contexts()}
+        report[key] = engine.snapshot(lines)
     return report
 
 

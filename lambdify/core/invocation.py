@@ -75,11 +75,13 @@ class _Invocation:
         log: list[str] | None = None,
     ) -> None:
         config = function.config
+        # The one clock read of an invocation's start: its deadline, its REPORT duration, its stats.
+        self.started = now = time.monotonic()
         if deadline is None:
             self.timeout = config.timeout
-            deadline = time.monotonic() + config.timeout
+            deadline = now + config.timeout
         else:
-            self.timeout = max(0.0, deadline - time.monotonic())
+            self.timeout = max(0.0, deadline - now)
         self.function = function
         self.ctx = ctx
         self.cold = cold
@@ -103,7 +105,6 @@ class _Invocation:
                 log.append(logs.start_line(lc.aws_request_id) + "\n")
             if logging:
                 logs.log_start(lc.aws_request_id)
-            self.started = time.perf_counter()
 
     def remaining(self) -> float:
         return self.lc._deadline - time.monotonic()
@@ -189,10 +190,12 @@ class _Invocation:
                 self.retire = f"scratch directory holds {used:.1f} MB, over tmp_mb={tmp_mb}"
         if self.lc._deferred:
             drop_deferred(self.lc, self.retire or "the invocation ended before it ran")
+        ended = time.monotonic()
         if self.logging or self.lc._log is not None:
-            self._report()
+            self._report(ended)
         failure = self.failure
         failed = None if failure is None else failure_counter(failure, self.status)
+        self.function.recorder.record(self.lc, self.started, ended, failed, self.cold)
         pool.release(ctx, self.retire, "cold_starts" if self.cold else "warm_starts", failed)
         if self.retire == "out of memory":
             self._check_resident(self.ceiling)
@@ -200,10 +203,10 @@ class _Invocation:
             raise failure
         return self.result
 
-    def _report(self) -> None:
+    def _report(self, ended: float) -> None:
         """END and REPORT, to the logger and to the captured log."""
         lc, config = self.lc, self.function.config
-        duration = (time.perf_counter() - self.started) * 1000
+        duration = (ended - self.started) * 1000
         init_ms = self.ctx.init_ms if self.cold else None
         peak = self.max_memory if self.max_memory is not None else peak_rss_mb()
         report = logs.report_line(lc.aws_request_id, duration, config.memory_size, peak, init_ms, self.status)

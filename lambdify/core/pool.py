@@ -81,6 +81,7 @@ class Pool(Retirement):
         # to `_idle` and back on every request; idle expiry looks for it there.
         self._idle_in_partial = self.config.concurrency != 1 and self.config.isolation == "thread"
         self._contexts: dict[str, ExecutionContext] = {}
+        self.starting: dict[str, ExecutionContext] = {}  # in INIT, not yet in `_contexts`
         self._reserved = 0
         self._waiters: deque[_Waiter] = deque()
         self._closing: list[Any] = []
@@ -273,11 +274,13 @@ class Pool(Retirement):
         ctx.active = 0 if provisioned else 1
         ctx.provisioned = provisioned
         ctx.init_ms = time.perf_counter()
+        self.starting[ctx.id] = ctx  # (INIT runs: shown by lambdify.stats() as "init")
         log_init_start(self.config.name)
         return ctx
 
     def _created(self, ctx: ExecutionContext) -> ExecutionContext:
         ctx.init_ms = (time.perf_counter() - ctx.init_ms) * 1000
+        self.starting.pop(ctx.id, None)
         self.function.cold_started(ctx.init_ms)
         with self._lock:
             self._reserved -= 1
@@ -303,6 +306,7 @@ class Pool(Retirement):
             error = InitError(f"{type(exc).__name__}: {exc}", stack_trace(exc), request_id)
         if abandoned:
             self.function.count_abandoned()
+        self.starting.pop(ctx.id, None)
         self.function.count("init_errors")
         logger.error("INIT failed for %s: %s", self.config.name, error.error_message)
         with self._lock:

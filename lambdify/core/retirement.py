@@ -106,7 +106,7 @@ class Retirement:
         if aside:
             for ctx in expired:
                 logger.info("retiring %r: idle for more than %g s", ctx, ttl)
-                self.function.retired()
+                self.function.retired(ctx)
                 self._close_aside(ctx)
         else:
             self._retire_expired(expired)
@@ -136,7 +136,7 @@ class Retirement:
     def _shutdown(self, ctx: ExecutionContext, counted: bool = False) -> None:
         """Run SHUTDOWN for a context that left the pool: on its own thread, or on its loop."""
         if not counted:
-            self.function.retired()
+            self.function.retired(ctx)
         loop = self.loop
         if loop is None or loop.is_closed() or (exiting and not loop.is_running()):
             if ctx.has_worker:

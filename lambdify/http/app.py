@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.engine import Engine
 from .function_asgi import raw_route_path, run_lifespan, send_json, serve_http
 from .invoke_api import PREFIX, EventQueue, serve_invoke
+from .status import DEFAULT_PATH, Status
 
 if TYPE_CHECKING:
     from .types import Receive, Scope, Send
@@ -29,9 +30,19 @@ class FunctionApp:
     The function sees the path below its prefix as `rawPath` (`GET /hello/a/b` arrives as
     `/a/b`), as API Gateway strips a custom-domain base path. The Invoke API has no
     authentication: serve it on loopback, or switch it off with `invoke_api=False`.
+
+    `status=True` adds the status page at `/_lambdify/` (with `stats.json` and `metrics`): off
+    by default, since it tells anyone who can reach it about the functions and their logs.
     """
 
-    def __init__(self, functions: Iterable[Any], *, invoke_api: bool = True, max_queued_events: int = 1000) -> None:
+    def __init__(
+        self,
+        functions: Iterable[Any],
+        *,
+        invoke_api: bool = True,
+        max_queued_events: int = 1000,
+        status: bool = False,
+    ) -> None:
         self.functions: dict[str, Engine] = {}
         for each in functions:
             function = getattr(each, "engine", None)  # (a `Function`: what `@handler` made)
@@ -45,6 +56,7 @@ class FunctionApp:
             raise ValueError(f"max_queued_events must be an integer >= 1, got {max_queued_events!r}")
         self.invoke_api = invoke_api
         self.events = EventQueue(max_queued_events)
+        self.status = Status() if status else None
 
     def __repr__(self) -> str:
         return f"<FunctionApp {', '.join(self.functions)}>"
@@ -60,6 +72,13 @@ class FunctionApp:
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = raw_route_path(scope)
+        if (
+            self.status is not None
+            and path.startswith(DEFAULT_PATH)
+            and path[len(DEFAULT_PATH) : len(DEFAULT_PATH) + 1] in ("", "/")
+        ):
+            await self.status.serve(scope, receive, send, path[len(DEFAULT_PATH) :])
+            return
         if path.startswith(PREFIX):
             if self.invoke_api:
                 await serve_invoke(self.functions, self.events, scope, receive, send, path[len(PREFIX) :])
@@ -76,12 +95,16 @@ class FunctionApp:
         """Initialise every function's `provisioned` contexts."""
         for function in self.functions.values():
             await function.astart()
+        if self.status is not None:
+            await self.status.startup()
 
     async def shutdown(self) -> None:
         """Finish queued Event invocations (within `shutdown_grace`), then retire every context."""
         grace = max((fn.config.shutdown_grace for fn in self.functions.values()), default=30.0)
         await self.events.drain(grace)
         await asyncio.gather(*(function.ashutdown() for function in self.functions.values()))
+        if self.status is not None:
+            await self.status.shutdown()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:

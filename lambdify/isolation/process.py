@@ -282,7 +282,7 @@ def _answer(message: dict[str, Any], request_id: str) -> tuple[Any, BaseExceptio
 
 
 def _done(invocation: Any, message: dict[str, Any]) -> None:
-    invocation.max_memory = message.get("max_memory_mb")
+    invocation.max_memory = invocation.ctx.peak_mb = message.get("max_memory_mb")
     log = invocation.lc._log
     if log is not None and message.get("log"):
         log.append(message["log"])
