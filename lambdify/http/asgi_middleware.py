@@ -115,7 +115,14 @@ class ASGIMiddleware:
     per worker, shared by concurrent requests: its resources must be safe to share).
     """
 
+    def __new__(cls, app: ASGIApp, **options: Any) -> ASGIMiddleware:
+        # With `status_path`, a subclass serves the status endpoints: without it, no request pays a check.
+        if options.get("status_path") is not None and cls is ASGIMiddleware:
+            return super().__new__(_WithStatus)
+        return super().__new__(cls)
+
     def __init__(self, app: ASGIApp, **options: Any) -> None:
+        options.pop("status_path", None)
         self.app = app
         self.function = middleware_function(app, {**MIDDLEWARE_DEFAULTS, "concurrency": None}, options)
 
@@ -322,3 +329,25 @@ def _over(invocation: _Invocation, ceiling: int) -> bool:
 
 async def _answer_out_of_memory(send: Send, request_id: str) -> None:
     await send_json(send, 500, {"message": "Memory limit exceeded"}, [_id_header(request_id)])
+
+
+class _WithStatus(ASGIMiddleware):
+    """`ASGIMiddleware(app, status_path="/_lambdify")`: also serves the status page, `stats.json`
+    and `metrics` below `status_path` (not invocations of the app)."""
+
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
+        from .status import Status, status_prefix
+
+        self.status_path = status_prefix(options.get("status_path"))
+        super().__init__(app, **options)
+        self.status = Status()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            from .status import below
+
+            rest = below(self.status_path, scope["path"])
+            if rest is not None:
+                await self.status.serve(scope, receive, send, rest)
+                return
+        await super().__call__(scope, receive, send)

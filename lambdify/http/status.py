@@ -84,6 +84,20 @@ def _page() -> bytes:
     return resources.files(__package__).joinpath("static/status.html").read_bytes()
 
 
+def status_prefix(path: Any) -> str:
+    """Validate a middleware's `status_path` (e.g. "/_lambdify"): where its status endpoints go."""
+    if not isinstance(path, str) or not path.startswith("/") or path.rstrip("/") == "":
+        raise ValueError(f"status_path must be a path below the root, such as '/_lambdify', got {path!r}")
+    return path.rstrip("/")
+
+
+def below(prefix: str, path: str) -> str | None:
+    """The part of `path` below `prefix` ("", "/", "/stats.json"...), or None if it is not there."""
+    if path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in ("", "/"):
+        return path[len(prefix) :]
+    return None
+
+
 class Status:
     """Serves the status endpoints; with `LAMBDIFY_STATUS_DIR` set, publishes this worker's
     snapshot there and merges the other workers' into what it serves."""
@@ -129,6 +143,33 @@ class Status:
             await _respond(send, scope, 200, prometheus.CONTENT_TYPE.encode(), body)
         else:
             await _respond(send, scope, 404, b"text/plain", b"Not Found")
+
+    def respond_wsgi(self, environ: dict[str, Any], start_response: Any, path: str) -> list[bytes]:
+        """`serve` for a WSGI server."""
+        method = environ.get("REQUEST_METHOD", "GET")
+        extra: list[tuple[str, str]] = []
+        if method not in ("GET", "HEAD"):
+            status, kind, body, extra = (
+                "405 Method Not Allowed",
+                "text/plain",
+                b"Method Not Allowed",
+                [("Allow", "GET, HEAD")],
+            )
+        elif path == "":
+            location = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") + "/"
+            status, kind, body, extra = "307 Temporary Redirect", "text/plain", b"", [("Location", location)]
+        elif path == "/":
+            status, kind, body = "200 OK", "text/html; charset=utf-8", _page()
+        elif path == "/stats.json":
+            status, kind = "200 OK", "application/json"
+            body = json.dumps({"pid": os.getpid(), "functions": self.report()}).encode()
+        elif path == "/metrics":
+            status, kind, body = "200 OK", prometheus.CONTENT_TYPE, prometheus.render(self.report()).encode()
+        else:
+            status, kind, body = "404 Not Found", "text/plain", b"Not Found"
+        headers = [("Content-Type", kind), ("Content-Length", str(len(body))), ("Cache-Control", "no-store"), *extra]
+        start_response(status, headers)
+        return [b"" if method == "HEAD" else body]
 
 
 async def _respond(

@@ -43,9 +43,16 @@ class WSGIMiddleware:
     read to the end or closed.
     """
 
+    def __new__(cls, app: Callable[[Environ, StartResponse], Iterable[bytes]], **options: Any) -> WSGIMiddleware:
+        # With `status_path`, a subclass serves the status endpoints: without it, no request pays a check.
+        if options.get("status_path") is not None and cls is WSGIMiddleware:
+            return super().__new__(_WithStatus)
+        return super().__new__(cls)
+
     def __init__(self, app: Callable[[Environ, StartResponse], Iterable[bytes]], **options: Any) -> None:
         from .asgi_middleware import MIDDLEWARE_DEFAULTS, middleware_function
 
+        options.pop("status_path", None)
         self.app = app
         self.function = middleware_function(app, {**MIDDLEWARE_DEFAULTS, "concurrency": 1}, options)
 
@@ -345,3 +352,23 @@ class _InlineBody(_Body):
 
     def _describe(self) -> str:
         return f"RequestId: {self._invocation.lc.aws_request_id}"
+
+
+class _WithStatus(WSGIMiddleware):
+    """`WSGIMiddleware(app, status_path="/_lambdify")`: also serves the status page, `stats.json`
+    and `metrics` below `status_path` (not invocations of the app)."""
+
+    def __init__(self, app: Callable[[Environ, StartResponse], Iterable[bytes]], **options: Any) -> None:
+        from .status import Status, status_prefix
+
+        self.status_path = status_prefix(options.get("status_path"))
+        super().__init__(app, **options)
+        self.status = Status()
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        from .status import below
+
+        rest = below(self.status_path, environ.get("PATH_INFO", ""))
+        if rest is not None:
+            return self.status.respond_wsgi(environ, start_response, rest)
+        return super().__call__(environ, start_response)
