@@ -22,11 +22,11 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from ..core import hooks
 from ..core import marshal as _json
-from ..core.background import _run_deferred, await_stray_tasks, install_task_factory
+from ..core.background import install_task_factory
 from ..core.context import ExecutionContext
 from ..core.current import _current
 from ..core.engine import Engine, is_async
@@ -41,6 +41,10 @@ from ..http.events.scope import asgi_scope
 from ..http.events.sources import describe_event, http_source
 from ..http.wsgi_middleware import WSGIMiddleware
 from .context import AwsLambdaContext
+from .cycle import Cycle as _Cycle
+from .cycle import awaited as _awaited
+from .cycle import call_and_flush as _call_and_flush
+from .cycle import flush as _flush
 from .lifespan import Lifespan
 from .stepping import run_task
 
@@ -50,8 +54,6 @@ if TYPE_CHECKING:
     from ..core.context import LambdaContext
 
 __all__ = ["LambdaHandler", "lambda_handler"]
-
-_DISCONNECT: Final = {"type": "http.disconnect"}
 
 
 def _on_aws() -> bool:
@@ -325,34 +327,6 @@ class LambdaHandler:
         run_task(loop, _flush(lc), run)
 
 
-async def _inline(call: Callable[[], Any]) -> Any:
-    return call()
-
-
-async def _flush(lc: LambdaContext) -> None:
-    """Deferred work in order (sync items inline: this thread is the environment's), then stray tasks."""
-    ctx = lc.execution
-    while True:
-        await _run_deferred(ctx, lc, _inline)
-        if not lc._tasks:
-            break
-        await await_stray_tasks(ctx, lc)
-        if not lc._deferred:
-            break
-    lc._done = True
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
-
-
-async def _call_and_flush(on_event: Callable[..., Any], event: Any, lc: LambdaContext) -> Any:
-    try:
-        return await on_event(event, lc)
-    finally:
-        await _flush(lc)
-
-
 def _checked(source: str, result: dict[str, Any], lc: LambdaContext) -> dict[str, Any]:
     """Lambda refuses a result over 6 MB (the caller sees a 502 anyway): make that a clear 502 here."""
     if len(result["body"]) < MAX_RESPONSE // 8:
@@ -368,53 +342,6 @@ def _checked(source: str, result: dict[str, Any], lc: LambdaContext) -> dict[str
     )
     body = b'{"message": "Response payload too large for AWS Lambda"}'
     return lambda_result(source, 502, [(b"content-type", b"application/json")], body)
-
-
-class _Cycle:
-    """One request's ASGI `receive`/`send`: the body in one message, the response collected whole
-    (Lambda's Python runtime returns whole payloads), then `http.disconnect`."""
-
-    __slots__ = ("body", "chunks", "done", "headers", "loop", "status", "waiter")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, body: bytes) -> None:
-        self.loop = loop
-        self.body: bytes | None = body
-        self.status: int | None = None
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.chunks: list[bytes] = []
-        self.done = False
-        self.waiter: asyncio.Future[None] | None = None
-
-    async def receive(self) -> dict[str, Any]:
-        body = self.body
-        if body is not None:
-            self.body = None
-            return {"type": "http.request", "body": body, "more_body": False}
-        if not self.done:
-            waiter = self.waiter
-            if waiter is None:
-                waiter = self.waiter = self.loop.create_future()
-            await waiter
-        return _DISCONNECT
-
-    async def send(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind == "http.response.body":
-            chunk = message.get("body")
-            if chunk:
-                self.chunks.append(chunk)
-            if not message.get("more_body", False):
-                self.end()
-        elif kind == "http.response.start":
-            self.status = message["status"]
-            self.headers = list(message.get("headers") or ())
-
-    def end(self) -> None:
-        if not self.done and self.status is not None:
-            self.done = True
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
 
 def _unwrap(app: Any, options: dict[str, Any]) -> tuple[Any, Engine, bool]:

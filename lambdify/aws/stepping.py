@@ -25,7 +25,9 @@ def run_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], co
     ready = getattr(loop, "_ready", None)
     if ready or ready is None or not isinstance(loop, asyncio.BaseEventLoop) or asyncio._get_running_loop() is not None:
         return loop.run_until_complete(loop.create_task(coro, context=context))
-    task = loop.create_task(coro, context=context)
+    # (Made as a Task, not through the loop's task factory: lambdify's factory would count this task
+    # as one its invocation left running, and that check is a cost per event too.)
+    task = asyncio.Task(coro, loop=loop, context=context)
     if len(ready) == 1:  # the task's first step, just scheduled: nothing else is waiting
         handle = ready.popleft()
         hooks = sys.get_asyncgen_hooks()

@@ -36,6 +36,8 @@ def lambda_result(source: str, status: int, headers: list[tuple[bytes, bytes]], 
     #  "body": "hi", "isBase64Encoded": False}
     ```
     """
+    if source == "v2":
+        return _v2(status, headers, body)
     every: dict[str, list[str]] = {}
     for raw_name, raw_value in headers:
         name = raw_name.decode("latin-1").lower()
@@ -47,12 +49,7 @@ def lambda_result(source: str, status: int, headers: list[tuple[bytes, bytes]], 
             values.append(value)
     text, b64 = _body(body, every)
     result: dict[str, Any] = {"statusCode": status}
-    if source == "v2":
-        cookies = every.pop("set-cookie", None)
-        result["headers"] = {name: ", ".join(values) for name, values in every.items()}
-        if cookies:
-            result["cookies"] = cookies
-    elif source == "v1":
+    if source == "v1":
         result["headers"] = {name: values[0] for name, values in every.items() if len(values) == 1}
         result["multiValueHeaders"] = {name: values for name, values in every.items() if len(values) > 1}
     elif source == "alb" or source == "alb-multi":
@@ -74,11 +71,33 @@ def lambda_result(source: str, status: int, headers: list[tuple[bytes, bytes]], 
     return result
 
 
+def _v2(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> dict[str, Any]:
+    single: dict[str, str] = {}
+    cookies: list[str] = []
+    for raw_name, raw_value in headers:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        if name == "set-cookie":
+            cookies.append(value)
+            continue
+        previous = single.get(name)
+        single[name] = value if previous is None else f"{previous}, {value}"
+    result: dict[str, Any] = {"statusCode": status, "headers": single}
+    if cookies:
+        result["cookies"] = cookies
+    result["body"], result["isBase64Encoded"] = _text_or_base64(body, single.get("content-type"), single)
+    return result
+
+
 def _body(body: bytes, headers: dict[str, list[str]]) -> tuple[str, bool]:
+    content_type = headers.get("content-type")
+    return _text_or_base64(body, content_type[-1] if content_type else None, headers)
+
+
+def _text_or_base64(body: bytes, content_type: str | None, headers: dict[str, Any]) -> tuple[str, bool]:
     if not body:
         return "", False
-    content_type = headers.get("content-type")
-    if "content-encoding" not in headers and _is_text(content_type[-1] if content_type else None, False):
+    if "content-encoding" not in headers and _is_text(content_type, False):
         try:
             return body.decode(), False
         except UnicodeDecodeError:

@@ -95,7 +95,10 @@ def _scope(
 def _v2(event: dict[str, Any]) -> dict[str, Any]:
     http = event["requestContext"]["http"]
     given = event.get("headers") or {}
-    headers = _pairs(given)
+    try:  # (HTTP API and Function URLs send header names in lower case)
+        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in given.items()]
+    except UnicodeEncodeError:
+        headers = _pairs(given)
     cookies = event.get("cookies")
     if cookies:  # HTTP API moved them out of the headers
         headers.append((b"cookie", _bytes("; ".join(cookies))))
