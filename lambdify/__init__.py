@@ -18,6 +18,7 @@ almost nothing, a layer can be imported without the layers above it, and the HTT
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
+    from .aws.lambda_handler import lambda_handler as lambda_handler
     from .core.context import ExecutionContext as ExecutionContext
     from .core.context import LambdaContext as LambdaContext
     from .core.current import current_context as current_context
@@ -46,6 +47,7 @@ _WHERE = {
     "LambdifyError": "core.errors",
     "MemoryLimitExceeded": "core.errors",
     "TooManyRequests": "core.errors",
+    "lambda_handler": "aws.lambda_handler",
     "Function": "function",
     "handler": "function",
     "stats": "function",
@@ -85,5 +87,6 @@ __all__ = [
     "WSGIMiddleware",
     "current_context",
     "handler",
+    "lambda_handler",
     "stats",
 ]

@@ -20,6 +20,7 @@ DESIGN_NAMES = {
     "InitError",
     "TooManyRequests",
     "stats",
+    "lambda_handler",
 }
 
 
