@@ -169,20 +169,22 @@ class _Handoff:
         self.done.acquire()
 
     def start(self) -> None:  # (on the loop)
-        self.task = task = self.loop.create_task(run_async(*self.args, on_start=self.started))
-        task.add_done_callback(self.finished)
+        self.task = self.loop.create_task(self.run())
+
+    async def run(self) -> None:
+        # The caller is woken from within the task as it ends (a done callback would wait for
+        # one more turn of the loop).
+        try:
+            self.result = await run_async(*self.args, on_start=self.started)
+        except asyncio.CancelledError:  # (cancelled by `cancel()`: the loop was blocked)
+            self.error = TooManyRequests("the invocation was cancelled before it ran")
+        except Exception as exc:  # (the caller re-raises it)
+            self.error = exc
+        finally:
+            self.done.release()
 
     def started(self, deadline: float) -> None:
         self.deadline = deadline
-
-    def finished(self, task: asyncio.Task[Any]) -> None:  # (on the loop)
-        try:
-            self.result = task.result()
-        except asyncio.CancelledError:  # (cancelled by `cancel()`: the loop was blocked)
-            self.error = TooManyRequests("the invocation was cancelled before it ran")
-        except BaseException as exc:  # (the caller re-raises it)
-            self.error = exc
-        self.done.release()
 
     def cancel(self) -> None:  # (on the loop)
         if self.task is not None:
