@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 from .core.config import _NAME_RE, Config, build_config
 from .core.current import new_request_id
 from .core.engine import Engine
-from .core.engine import stats as stats
 from .core.invoke_sync import invoke
 from .core.payload import check_event
+from .core.registry import stats as stats
 
 if TYPE_CHECKING:
     from .core.context import ExecutionContext

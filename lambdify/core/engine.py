@@ -9,15 +9,12 @@ methods here rather than through private state.
 from __future__ import annotations
 
 import functools
-import itertools
 import threading
 import time
-import weakref
 from _thread import get_ident
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from . import hooks
 from .config import Config, function_arn
 from .errors import TooManyRequests, failure_counter
 from .invoke_portable import in_thread, on_asyncio
@@ -25,12 +22,13 @@ from .logs import logger
 from .memory import apply_memory_backstop
 from .pool import Pool
 from .recorder import Recorder, context_entry, state_of, worker_peak_mb
+from .registry import register
 from .restart import request_restart
 
 if TYPE_CHECKING:
     from .context import ExecutionContext
 
-__all__ = ["MAIN_THREAD", "PORTABLE", "Backend", "Engine", "stats"]
+__all__ = ["MAIN_THREAD", "PORTABLE", "Backend", "Engine"]
 
 _CO_COROUTINE: Final = 0x80
 _COUNTERS: Final = (
@@ -48,9 +46,6 @@ _COUNTERS: Final = (
 )
 MAIN_THREAD: Final = "main thread"  # the key of the pool whose contexts run inline on the main thread
 PORTABLE: Final = "portable"  # the key of the pool for event loops other than asyncio's (trio, via anyio)
-
-_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
-_serials = itertools.count()
 
 
 class Backend(Protocol):
@@ -122,8 +117,7 @@ class Engine:
         self.unhealthy: str | None = None
         self.arn = function_arn(config.name)
         self.log_group_name = f"/aws/lambda/{config.name}"
-        self._serial = next(_serials)  # (creation order, for lambdify.stats())
-        _engines.add(self)
+        self._serial = register(self)  # (creation order, for lambdify.stats())
 
     def __repr__(self) -> str:
         return f"<Engine {self.config.name} timeout={self.config.timeout:g}s isolation={self.backend.name}>"
@@ -379,49 +373,3 @@ class Engine:
         self._stats_lock = threading.Lock()
         self._abandoned_alive = 0
         self.unhealthy = None
-
-
-def stats() -> dict[str, dict[str, Any]]:
-    """Every Function and middleware of this process, by name: `fn.stats()` plus its contexts
-    (`contexts`), its recent invocations (`recent`) and its latency histogram (`latency`).
-
-    ```python
-    import lambdify
-    lambdify.stats()["app"]["invocations"]      # e.g. an ASGIMiddleware nobody holds
-    ```
-    Two functions with one name (two middlewares left at the default "app") are told apart
-    as `app`, `app#2`, ...
-    """
-    return snapshot()
-
-
-def snapshot(lines: Any = None) -> dict[str, dict[str, Any]]:
-    """`stats()`, with each recent invocation's log lines given `lines(request_id)` (the status page)."""
-    report: dict[str, dict[str, Any]] = {}
-    for engine in sorted(_engines, key=lambda engine: engine._serial):
-        key, n = engine.config.name, 1
-        while key in report:
-            n += 1
-            key = f"{engine.config.name}#{n}"
-        report[key] = engine.snapshot(lines)
-    return report
-
-
-def _after_fork() -> None:
-    for engine in list(_engines):
-        engine.forget_after_fork()
-
-
-def _at_exit() -> None:
-    # Contexts still alive at exit are retired like any other: hooks run, resources close.
-    for engine in list(_engines):
-        for pool in list(engine.pools.values()):
-            pool.end_held_invocations()  # (a response body still open: its invocation ends now)
-    for engine in list(_engines):
-        if engine.pools:
-            engine.config = engine.config.replace(shutdown_grace=min(engine.config.shutdown_grace, 5.0))
-            engine.shutdown()
-
-
-hooks.at_fork(_after_fork)
-hooks.at_exit(_at_exit)

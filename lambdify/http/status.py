@@ -22,7 +22,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
 
 from ..core.current import _current
-from ..core.engine import snapshot
+from ..core.registry import snapshot
 from . import prometheus, workers
 
 if TYPE_CHECKING:
