@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..core.engine import Engine
+from .event_queue import EventQueue
 from .function_asgi import raw_route_path, run_lifespan, send_json, serve_http
-from .invoke_api import PREFIX, EventQueue, serve_invoke
+from .invoke_api import PREFIX, serve_invoke
 from .status import DEFAULT_PATH, Status
 
 if TYPE_CHECKING:
