@@ -100,7 +100,8 @@ class FunctionApp:
             await self.status.startup()
 
     async def shutdown(self) -> None:
-        """Finish queued Event invocations (within `shutdown_grace`), then retire every context."""
+        """Finish queued Event invocations (within `shutdown_grace`; retries not yet due are given up,
+        logged and handed to `on_failure`), then retire every context."""
         grace = max((fn.config.shutdown_grace for fn in self.functions.values()), default=30.0)
         await self.events.drain(grace)
         await asyncio.gather(*(function.ashutdown() for function in self.functions.values()))

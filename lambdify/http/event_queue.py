@@ -101,11 +101,10 @@ class EventQueue:
                 event = json.loads(item.text)
         except asyncio.CancelledError:
             logger.error(
-                "Event invocation %s of %s was cancelled at shutdown (shutdown_grace passed) after %d attempt(s); "
-                "event: %s",
+                "Event invocation %s of %s was cancelled at shutdown (shutdown_grace passed) in attempt %d; event: %s",
                 item.request_id,
                 config.name,
-                item.attempts,
+                item.attempts + 1,
                 item.text,
             )
             raise

@@ -372,3 +372,25 @@ def test_serve_logs_retries_pending_at_sigterm_with_their_events(tmp_path: Path)
         assert sum(line.endswith(f'event: {{"pending": {n}}}') for line in given_up) == 1, server.stderr
     assert sorted(record["event"]["pending"] for record in _lines(tmp_path / "failed")) == [0, 1]
     assert "on_failure of flaky raised" not in server.stderr and "never retrieved" not in server.stderr, server.stderr
+
+
+@pytest.mark.anyio
+async def test_an_event_still_running_when_shutdown_grace_passes_is_logged_with_its_event(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started = anyio.Event()
+
+    @handler(timeout=30, shutdown_grace=0.1)
+    async def slow(event: Any, context: LambdaContext) -> None:
+        started.set()
+        await anyio.sleep(20)
+
+    try:
+        async with _client(slow) as client:
+            await _send_event(client, "slow", {"slow": True})
+            with anyio.fail_after(10):
+                await started.wait()
+    finally:
+        await slow.ashutdown()
+    [line] = [r.getMessage() for r in caplog.records if "cancelled at shutdown" in r.getMessage()]
+    assert line.endswith('(shutdown_grace passed) in attempt 1; event: {"slow": true}')
