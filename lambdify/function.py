@@ -21,6 +21,7 @@ from .core.registry import stats as stats
 
 if TYPE_CHECKING:
     from .core.context import ExecutionContext
+    from .core.errors import LambdifyError
     from .http.function_wsgi import FunctionWSGI
     from .http.types import ASGIApp
 
@@ -212,6 +213,10 @@ def handler(
     max_abandoned_threads: int = ...,
     shutdown_grace: float = ...,
     stray_tasks: str = ...,
+    max_retry_attempts: int = ...,
+    retry_delay: float = ...,
+    max_event_age: float = ...,
+    on_failure: Callable[[Any, LambdifyError], Any] | None = ...,
 ) -> Callable[[F], Function[F]]: ...
 
 

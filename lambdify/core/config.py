@@ -16,6 +16,11 @@ _NAME_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ISOLATIONS: Final = ("thread", "process")
 EVENT_FORMATS: Final = ("v2", "v1", "alb", "alb-multi")  # alb-multi: ALB with multi-value headers on
 STRAY_TASK_POLICIES: Final = ("await", "cancel", "warn")
+#: Options that hold a callable: from the environment as a `module:attr` reference.
+_CALLABLES: Final = {
+    "init": "a callable taking the ExecutionContext",
+    "on_failure": "a callable taking (event, error)",
+}
 
 #: Lambda's defaults, and lambdify's own for the options Lambda has no word on.
 DEFAULTS: Final[Mapping[str, Any]] = {
@@ -34,6 +39,12 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     "max_abandoned_threads": 8,
     "shutdown_grace": 30.0,
     "stray_tasks": "await",
+    # Event invocations, as Lambda's asynchronous invocation (DESIGN §5): retried twice, about a
+    # minute then two minutes apart, and given up after six hours at most.
+    "max_retry_attempts": 2,
+    "retry_delay": 60.0,
+    "max_event_age": 21600.0,
+    "on_failure": None,
 }
 OPTIONS: Final = ("name", *DEFAULTS)
 ACCOUNT_ID: Final = "000000000000"  # the fake account in every ARN and event lambdify makes
@@ -65,6 +76,10 @@ class Config:
     max_abandoned_threads: int
     shutdown_grace: float
     stray_tasks: str
+    max_retry_attempts: int
+    retry_delay: float
+    max_event_age: float
+    on_failure: Callable[..., Any] | None
 
     def __init__(self, **options: Any) -> None:
         for key, value in options.items():
@@ -106,7 +121,7 @@ def build_config(name: str, options: Mapping[str, Any], environ: Mapping[str, st
 
 def _from_env(key: str, raw: str) -> Any:
     raw = raw.strip()
-    if key == "init":
+    if key in _CALLABLES:
         from .loader import load_attribute
 
         return load_attribute(raw)
@@ -159,6 +174,10 @@ _VALIDATORS: Final[Mapping[str, Callable[[str, Any], Any]]] = {
     "max_abandoned_threads": lambda k, v: _number(k, v, 0, 10_000, integer=True),
     "shutdown_grace": lambda k, v: float(_number(k, v, 0, 3600)),
     "stray_tasks": lambda k, v: _choice(k, v, STRAY_TASK_POLICIES),
+    "max_retry_attempts": lambda k, v: _number(k, v, 0, 2, integer=True),
+    # Not configurable on Lambda (about a minute); any positive delay here, so tests need not wait.
+    "retry_delay": lambda k, v: float(_number(k, v, 0, 21600, low_open=True)),
+    "max_event_age": lambda k, v: float(_number(k, v, 60, 21600)),
 }
 
 
@@ -168,9 +187,9 @@ def _validate(options: Mapping[str, Any]) -> dict[str, Any]:
         if key == "name":
             if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
                 raise ValueError(f"name must be 1-64 letters, digits, '-' or '_' (Lambda's rule), got {value!r}")
-        elif key == "init":
+        elif key in _CALLABLES:
             if value is not None and not callable(value):
-                raise TypeError(f"init must be a callable taking the ExecutionContext, got {value!r}")
+                raise TypeError(f"{key} must be {_CALLABLES[key]}, got {value!r}")
         elif key in _VALIDATORS:
             checked[key] = _VALIDATORS[key](key, value)
     limit = checked.get("max_contexts")

@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..core.engine import Engine
+from .event_queue import EventQueue
 from .function_asgi import raw_route_path, run_lifespan, send_json, serve_http
-from .invoke_api import PREFIX, EventQueue, serve_invoke
+from .invoke_api import PREFIX, serve_invoke
 from .status import DEFAULT_PATH, Status
 
 if TYPE_CHECKING:
@@ -99,7 +100,8 @@ class FunctionApp:
             await self.status.startup()
 
     async def shutdown(self) -> None:
-        """Finish queued Event invocations (within `shutdown_grace`), then retire every context."""
+        """Finish queued Event invocations (within `shutdown_grace`; retries not yet due are given up,
+        logged and handed to `on_failure`), then retire every context."""
         grace = max((fn.config.shutdown_grace for fn in self.functions.values()), default=30.0)
         await self.events.drain(grace)
         await asyncio.gather(*(function.ashutdown() for function in self.functions.values()))

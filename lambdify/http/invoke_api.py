@@ -7,9 +7,7 @@ with `X-Amz-Function-Error: Unhandled` and Lambda's error payload.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextvars
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -19,7 +17,8 @@ from ..core.config import function_arn
 from ..core.current import new_request_id
 from ..core.errors import FunctionError, TooManyRequests
 from ..core.invoke_async import run_async
-from ..core.logs import capture, logger, tail
+from ..core.logs import capture, tail
+from .event_queue import EventQueue
 from .function_asgi import MAX_SYNC_PAYLOAD, _Disconnected, _TooLarge, read_body, send_json
 
 if TYPE_CHECKING:
@@ -45,64 +44,6 @@ def function_name(reference: str) -> tuple[str, str | None]:
 async def _error(send: Send, status: int, error_type: str, message: str, request_id: str) -> None:
     headers = [(b"x-amzn-errortype", error_type.encode()), (b"x-amzn-requestid", request_id.encode())]
     await send_json(send, status, {"Type": "User", "message": message}, headers)
-
-
-class EventQueue:
-    """`Event` invocations accepted with a 202 and run in the background, never dropped silently.
-
-    Bounded (`max_queued`); each function runs at most `max_contexts` of them at a time, and a
-    throttled one waits and tries again rather than being lost.
-    """
-
-    def __init__(self, max_queued: int) -> None:
-        self.max_queued = max_queued
-        self.tasks: dict[asyncio.Task[None], str] = {}
-        self._limits: dict[str, asyncio.Semaphore] = {}
-
-    def submit(self, function: Engine, event: Any, request_id: str) -> bool:
-        if len(self.tasks) >= self.max_queued:
-            return False
-        # A fresh context: the event must not count as background work of whatever invocation
-        # (e.g. a wrapping middleware's) happens to be current here.
-        task = asyncio.get_running_loop().create_task(
-            self._run(function, event, request_id), context=contextvars.Context()
-        )
-        self.tasks[task] = f"{function.config.name} RequestId: {request_id}"
-        task.add_done_callback(self.tasks.pop)
-        return True
-
-    async def _run(self, function: Engine, event: Any, request_id: str) -> None:
-        name = function.config.name
-        limit = self._limits.get(name)
-        if limit is None:
-            limit = self._limits[name] = asyncio.Semaphore(function.config.max_contexts or 1_000_000)
-        delay = 0.01
-        try:
-            async with limit:
-                while True:
-                    try:
-                        await run_async(function, event, request_id)
-                        return
-                    except TooManyRequests:
-                        await asyncio.sleep(delay)  # Lambda retries throttled async invocations too
-                        delay = min(delay * 2, 1.0)
-                    except FunctionError as error:
-                        logger.error("Event invocation %s of %s failed: %s", request_id, name, error)
-                        return
-        except asyncio.CancelledError:
-            logger.error("Event invocation %s of %s was cancelled before it completed", request_id, name)
-            raise
-
-    async def drain(self, grace: float) -> None:
-        """Wait up to `grace` seconds for queued events; name every one that could not finish."""
-        if not self.tasks:
-            return
-        done, pending = await asyncio.wait(list(self.tasks), timeout=grace)
-        for task in pending:
-            logger.error("shutdown grace passed; cancelling unfinished Event invocation %s", self.tasks.get(task))
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
 
 
 async def serve_invoke(
