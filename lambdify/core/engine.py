@@ -28,10 +28,11 @@ from .restart import request_restart
 if TYPE_CHECKING:
     from .context import ExecutionContext
 
-__all__ = ["MAIN_THREAD", "PORTABLE", "Backend", "Engine"]
+__all__ = ["COUNTERS", "MAIN_THREAD", "PORTABLE", "Backend", "Engine"]
 
 _CO_COROUTINE: Final = 0x80
-_COUNTERS: Final = (
+#: The counters of `Engine.stats()` (what `lambdify.stats()` adds up across workers too).
+COUNTERS: Final = (
     "invocations",
     "cold_starts",
     "warm_starts",
@@ -105,7 +106,7 @@ class Engine:
         self._pools_lock = threading.Lock()
         self._here: Pool | None = None  # the pool last used from a running loop (see loop_pool)
         self._stats_lock = threading.Lock()
-        self._stats: dict[str, Any] = dict.fromkeys(_COUNTERS, 0)
+        self._stats: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
         self._stats["init_ms_last"] = None
         self.resource_stats: dict[str, dict[str, int]] = {}
         self.recorder = Recorder()  # recent invocations, latency histogram, retired contexts

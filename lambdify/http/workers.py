@@ -16,25 +16,13 @@ import os
 from pathlib import Path
 from typing import Any, Final
 
+from ..core.engine import COUNTERS
+
 __all__ = ["ENV", "Publisher", "merge", "others"]
 
 ENV: Final = "LAMBDIFY_STATUS_DIR"
 PUBLISH_EVERY: Final = 0.25
-_SUMMED: Final = (
-    "invocations",
-    "cold_starts",
-    "warm_starts",
-    "errors",
-    "timeouts",
-    "oom",
-    "throttles",
-    "contexts_retired",
-    "deferred_errors",
-    "abandoned_threads",
-    "init_errors",
-    "contexts_alive",
-    "abandoned_threads_alive",
-)
+_SUMMED: Final = (*COUNTERS, "contexts_alive", "abandoned_threads_alive")
 _RECENT: Final = 50
 
 
