@@ -63,7 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     emulate.add_argument("--port", type=_port, default=8080, help="port to bind, 0-65535 (default: 8080)")
     emulate.add_argument("--name", default="function", help="the function's name (default: function)")
     emulate.add_argument("--timeout", type=float, default=3.0, help="seconds per invocation (default: 3)")
-    emulate.add_argument("--memory-mb", type=int, default=None, help="memory size in MB (default: 128, not enforced)")
+    emulate.add_argument(
+        "--memory-mb",
+        type=int,
+        default=None,
+        help="memory size in MB (default: 128); a process whose peak passes it fails its invocation",
+    )
     emulate.add_argument("--max-contexts", type=int, default=4, help="runtime processes at most (default: 4)")
     emulate.add_argument("--idle-ttl", type=float, default=600.0, help="seconds an idle process lives (default: 600)")
     emulate.add_argument("runtime", nargs=argparse.REMAINDER, metavar="-- COMMAND...", help="the runtime to run")

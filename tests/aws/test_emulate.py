@@ -38,6 +38,9 @@ def handler(event, context):
         raise ValueError("boom")
     if "exit" in event:
         os._exit(event["exit"])
+    if "alloc_mb" in event:
+        block = bytearray(event["alloc_mb"] << 20)
+        block[:: 4096] = b"x" * len(block[:: 4096])
     if "mark" in event:
         pathlib.Path(event["mark"]).write_text(str(os.getpid()))
     return {"pid": os.getpid(), "remaining": context.get_remaining_time_in_millis()}
@@ -57,7 +60,9 @@ def _emulate(path: Path, *options: str) -> Any:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with _emulate(tmp_path_factory.mktemp("emulate"), "--timeout", "2", "--max-contexts", "3") as server:
+    with _emulate(
+        tmp_path_factory.mktemp("emulate"), "--timeout", "2", "--max-contexts", "3", "--memory-mb", "128"
+    ) as server:
         yield server
 
 
@@ -133,6 +138,16 @@ def test_exit_status_is_a_runtime_exit_error(client: Any) -> None:
     assert payload["errorType"] == "Runtime.ExitError"
     assert payload["errorMessage"] == "Runtime exited with error: exit status 3"
     assert _invoke(client, {})[0]["pid"]
+
+
+def test_memory_over_memory_mb_is_out_of_memory(client: Any) -> None:
+    pid = _invoke(client, {})[0]["pid"]
+    payload, response = _invoke(client, {"alloc_mb": 160}, LogType="Tail")
+    assert response["FunctionError"] == "Unhandled"
+    assert payload["errorType"] == "Runtime.OutOfMemory"
+    assert "memory_mb=128" in payload["errorMessage"]
+    assert "Max Memory Used: 1" in _tail(response)
+    assert _invoke(client, {})[0]["pid"] != pid
 
 
 def test_concurrent_invocations_run_on_separate_processes(client: Any) -> None:
