@@ -229,3 +229,19 @@ def test_sigterm_lets_running_invocations_finish_and_leaves_no_process(tmp_path:
         assert time.monotonic() - started < 5
     assert all(_gone(pid) for pid in pids)
     assert "Traceback" not in server.stderr and "did not exit" not in server.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param(["emulate"], "needs a runtime command", id="no-command"),
+        pytest.param(["emulate", "--"], "needs a runtime command", id="empty-command"),
+        pytest.param(["emulate", "--timeout", "0", "--", "true"], "timeout must", id="bad-timeout"),
+        pytest.param(["emulate", "--max-contexts", "0", "--", "true"], "max_contexts", id="bad-max-contexts"),
+    ],
+)
+def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from lambdify.cli import main
+
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
