@@ -56,6 +56,23 @@ def _parser() -> argparse.ArgumentParser:
         help="the status page at /_lambdify/ (default: on when bound to loopback, else off)",
     )
     _log_format_option(serve)
+    emulate = commands.add_parser(
+        "emulate", help="run COMMAND as a Lambda runtime (the Runtime API), behind the Invoke API and HTTP events"
+    )
+    emulate.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    emulate.add_argument("--port", type=_port, default=8080, help="port to bind, 0-65535 (default: 8080)")
+    emulate.add_argument("--name", default="function", help="the function's name (default: function)")
+    emulate.add_argument("--timeout", type=float, default=3.0, help="seconds per invocation (default: 3)")
+    emulate.add_argument(
+        "--memory-mb",
+        type=int,
+        default=None,
+        help="memory size in MB (default: 128); a process whose peak passes it fails its invocation",
+    )
+    emulate.add_argument("--max-contexts", type=int, default=4, help="runtime processes at most (default: 4)")
+    emulate.add_argument("--idle-ttl", type=float, default=600.0, help="seconds an idle process lives (default: 600)")
+    emulate.add_argument("runtime", nargs=argparse.REMAINDER, metavar="-- COMMAND...", help="the runtime to run")
+    _log_format_option(emulate)
     return parser
 
 
@@ -253,6 +270,53 @@ def serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def emulate_command(args: argparse.Namespace) -> int:
+    """`lambdify emulate ... -- COMMAND...`: COMMAND's processes are the function's execution contexts."""
+    runtime = args.runtime[1:] if args.runtime[:1] == ["--"] else args.runtime
+    if not runtime:
+        return _fail("lambdify emulate needs a runtime command after --, e.g. -- python -m awslambdaric fn.handler")
+    try:
+        import uvicorn
+    except ImportError:
+        return _fail("lambdify emulate needs uvicorn: pip install 'lambdify[serve]'")
+    from .aws.emulate import emulated_function
+    from .http.app import FunctionApp
+
+    try:
+        function = emulated_function(
+            runtime,
+            name=args.name,
+            timeout=args.timeout,
+            memory_mb=args.memory_mb,
+            max_contexts=args.max_contexts,
+            idle_ttl=args.idle_ttl,
+        )
+    except (TypeError, ValueError) as exc:
+        return _fail(str(exc))
+    problem = _bind_problem(args.host, args.port)
+    if problem is not None:
+        return _fail(problem)
+    import ipaddress
+
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback:
+        print(
+            f"lambdify: WARNING: serving on {args.host}, beyond this machine; the Invoke API has no "
+            "authentication, so anyone who can reach it can invoke this function",
+            file=sys.stderr,
+        )
+    base = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}"
+    name = args.name
+    print(f"{name}: {base}/{name}/  (Invoke API: {base}/2015-03-31/functions/{name}/invocations)", flush=True)
+    _configure_logging()
+    app = FunctionApp([function], status=loopback)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=None)
+    return 0
+
+
 @contextlib.contextmanager
 def _status_dir(needed: bool) -> Any:
     """A private run directory where each worker publishes its statistics (see http.workers)."""
@@ -279,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return invoke_command(args.target, args.event)
     if args.command == "serve":
         return serve_command(args)
+    if args.command == "emulate":
+        return emulate_command(args)
     return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
 
 
