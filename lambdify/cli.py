@@ -91,6 +91,31 @@ def _apply_log_format(choice: str | None) -> None:
         os.environ["AWS_LAMBDA_LOG_FORMAT"] = "JSON" if choice == "json" else "Text"
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _warn_exposed(host: str, what: str) -> None:
+    print(
+        f"lambdify: WARNING: serving on {host}, beyond this machine; the Invoke API has no "
+        f"authentication, so anyone who can reach it can invoke {what}",
+        file=sys.stderr,
+    )
+
+
+def _print_urls(host: str, port: int, names: list[str]) -> str:
+    """Print each function's URL and Invoke API URL; return the base URL."""
+    base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    for name in names:
+        print(f"{name}: {base}/{name}/  (Invoke API: {base}/2015-03-31/functions/{name}/invocations)", flush=True)
+    return base
+
+
 def _bind_problem(host: str, port: int) -> str | None:
     """Why uvicorn could not listen on host:port, found before it starts (it would log the error
     only after starting the app, and exit 3); None if a trial bind succeeds."""
@@ -226,28 +251,17 @@ def serve_command(args: argparse.Namespace) -> int:
     problem = _bind_problem(args.host, args.port)
     if problem is not None:
         return _fail(problem)
-    import ipaddress
-
-    try:
-        loopback = ipaddress.ip_address(args.host).is_loopback
-    except ValueError:
-        loopback = args.host == "localhost"
+    loopback = _is_loopback(args.host)
     status = loopback if args.status is None else args.status
     if not loopback:
-        print(
-            f"lambdify: WARNING: serving on {args.host}, beyond this machine; the Invoke API has no "
-            "authentication, so anyone who can reach it can invoke these functions",
-            file=sys.stderr,
-        )
+        _warn_exposed(args.host, "these functions")
         if status:
             print(
                 "lambdify: WARNING: the status page (/_lambdify/) is on, beyond this machine; it has no "
                 "authentication, so anyone who can reach it can read these functions' statistics and logs",
                 file=sys.stderr,
             )
-    base = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}"
-    for name in names:
-        print(f"{name}: {base}/{name}/  (Invoke API: {base}/2015-03-31/functions/{name}/invocations)", flush=True)
+    base = _print_urls(args.host, args.port, names)
     if status:
         print(f"status: {base}/_lambdify/  (stats.json, metrics)", flush=True)
     os.environ[_STATUS_ENV] = "1" if status else "0"
@@ -296,21 +310,10 @@ def emulate_command(args: argparse.Namespace) -> int:
     problem = _bind_problem(args.host, args.port)
     if problem is not None:
         return _fail(problem)
-    import ipaddress
-
-    try:
-        loopback = ipaddress.ip_address(args.host).is_loopback
-    except ValueError:
-        loopback = args.host == "localhost"
+    loopback = _is_loopback(args.host)
     if not loopback:
-        print(
-            f"lambdify: WARNING: serving on {args.host}, beyond this machine; the Invoke API has no "
-            "authentication, so anyone who can reach it can invoke this function",
-            file=sys.stderr,
-        )
-    base = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}"
-    name = args.name
-    print(f"{name}: {base}/{name}/  (Invoke API: {base}/2015-03-31/functions/{name}/invocations)", flush=True)
+        _warn_exposed(args.host, "this function")
+    _print_urls(args.host, args.port, [args.name])
     _configure_logging()
     app = FunctionApp([function], status=loopback)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=None)
