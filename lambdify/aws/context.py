@@ -11,6 +11,7 @@ import time
 from typing import Any, Final
 
 from ..core.context import ExecutionContext, LambdaContext
+from ..core.current import new_request_id
 
 __all__ = ["AwsLambdaContext"]
 
@@ -44,7 +45,7 @@ def _base(name: str) -> Any:
 class AwsLambdaContext(LambdaContext):
     """`context` for an app under `lambda_handler`: lambdify's extras, AWS's request id, ARN and deadline."""
 
-    __slots__ = ("_aws",)
+    __slots__ = ("_at", "_aws", "_fallback")
 
     function_name = _FromAws(_base("function_name"))
     function_version = _FromAws(_base("function_version"))
@@ -56,12 +57,34 @@ class AwsLambdaContext(LambdaContext):
     client_context = _FromAws(_base("client_context"))
     tenant_id = _FromAws(_base("tenant_id"))
 
+    _at: float | None
+
     def __init__(self, execution: ExecutionContext, aws: Any, cold_start: bool, timeout: float) -> None:
-        request_id = getattr(aws, "aws_request_id", None)
-        remaining = getattr(aws, "get_remaining_time_in_millis", None)
-        now = time.monotonic()
-        deadline = now + (remaining() / 1000 if callable(remaining) else timeout)
-        LambdaContext.__init__(
-            self, execution, request_id if isinstance(request_id, str) else None, deadline, cold_start
-        )
         self._aws = aws
+        self._fallback = time.monotonic() + timeout  # the deadline if AWS's object tells none
+        # The request id and the deadline are read from AWS's object when first asked for: most
+        # requests never ask, and asking costs a call into the runtime's code.
+        LambdaContext.__init__(self, execution, None, None, cold_start)  # type: ignore[arg-type]
+
+    @property
+    def aws_request_id(self) -> str:
+        request_id = self._request_id
+        if request_id is None:
+            request_id = getattr(self._aws, "aws_request_id", None)
+            if type(request_id) is not str:  # a stand-in without one
+                request_id = new_request_id()
+            self._request_id = request_id
+        return request_id
+
+    @property
+    def _deadline(self) -> float:
+        at = self._at
+        if at is None:
+            remaining = getattr(self._aws, "get_remaining_time_in_millis", None)
+            at = time.monotonic() + float(remaining()) / 1000 if callable(remaining) else self._fallback
+            self._at = at
+        return at
+
+    @_deadline.setter
+    def _deadline(self, at: float | None) -> None:
+        self._at = at

@@ -58,7 +58,7 @@ class Cycle:
             self.headers = list(message.get("headers") or ())
 
     def end(self) -> None:
-        if not self.done and self.status is not None:
+        if self.status is not None:
             self.done = True
         waiter = self.waiter
         if waiter is not None and not waiter.done():

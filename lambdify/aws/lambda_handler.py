@@ -37,6 +37,7 @@ from ..core.resources import _is_awaitable
 from ..http.asgi_middleware import MIDDLEWARE_DEFAULTS, ASGIMiddleware, middleware_function
 from ..http.events.environ import wsgi_environ
 from ..http.events.result import lambda_result
+from ..http.events.result import v2_result as _v2_result
 from ..http.events.scope import asgi_scope
 from ..http.events.sources import describe_event, http_source
 from ..http.wsgi_middleware import WSGIMiddleware
@@ -46,7 +47,7 @@ from .cycle import awaited as _awaited
 from .cycle import call_and_flush as _call_and_flush
 from .cycle import flush as _flush
 from .lifespan import Lifespan
-from .stepping import run_task
+from .stepping import new_loop, run_task
 
 if TYPE_CHECKING:
     import asyncio
@@ -111,6 +112,7 @@ class LambdaHandler:
         self._lifespan: Lifespan | None = None
         self._cold = True
         self._closed = False
+        self._timeout = function.config.timeout
         _handlers.add(self)
         if _on_aws():
             self._init()  # Lambda's INIT phase: the module is being imported by the runtime
@@ -137,9 +139,7 @@ class LambdaHandler:
         self._ctx = ctx
 
     def _new_loop(self) -> asyncio.AbstractEventLoop:
-        import asyncio
-
-        loop = self._loop = asyncio.new_event_loop()
+        loop = self._loop = new_loop()
         install_task_factory(loop)
         return loop
 
@@ -204,23 +204,25 @@ class LambdaHandler:
             self._init()
             ctx = self._ctx
             assert ctx is not None
-        cold, self._cold = self._cold, False
+        cold = self._cold
+        if cold:
+            self._cold = False
         ctx._serial += 1  # a new invocation: resources are checked again at their first use
         ctx.invocations += 1
-        lc = AwsLambdaContext(ctx, context, cold, self.function.config.timeout)
-        error: BaseException | None = None
+        lc = AwsLambdaContext(ctx, context, cold, self._timeout)
         try:
             source = http_source(event)
             if source is None:
-                return self._other(event, context, lc)
-            if self._asgi:
-                return self._serve_asgi(source, event, context, lc)
-            return self._serve_wsgi(source, event, context, lc)
+                result = self._other(event, context, lc)
+            elif self._asgi:
+                result = self._serve_asgi(source, event, context, lc)
+            else:
+                result = self._serve_wsgi(source, event, context, lc)
         except BaseException as exc:
-            error = exc
+            self.function.invoked(cold, exc, None)
             raise
-        finally:
-            self.function.invoked(cold, error, None)
+        self.function.invoked(cold, None, None)
+        return result
 
     def _serve_asgi(self, source: str, event: dict[str, Any], aws_context: Any, lc: LambdaContext) -> Any:
         scope, body = asgi_scope(source, event)
@@ -233,18 +235,27 @@ class LambdaHandler:
         loop = self._loop
         assert loop is not None
         cycle = _Cycle(loop, body)
+        # The task runs in a copy of this context with the invocation set as current. (A Task made
+        # directly, not by the loop's task factory, which would count it as one the invocation left
+        # running; what the app starts in it, the factory counts.)
+        token = _current.set(lc)
         run = contextvars.copy_context()
-        run.run(_current.set, lc)
-        # (Made outside the invocation's context: the task factory must not count this task as
-        # one the invocation left running; what the app starts in it, it counts.)
+        _current.reset(token)
         error = run_task(loop, self._run_asgi(scope, cycle, lc), run)
-        if error is not None and not cycle.done:
-            raise error  # Lambda reports it; the service answers 502
         if error is not None:
+            if not cycle.done:
+                raise error  # Lambda reports it; the service answers 502
             logger.error("RequestId: %s the app raised after its response", lc.aws_request_id, exc_info=error)
-        if cycle.status is None:
+        status = cycle.status
+        if status is None:
             raise RuntimeError("the ASGI app returned without sending a response")
-        return _checked(source, lambda_result(source, cycle.status, cycle.headers, b"".join(cycle.chunks)), lc)
+        chunks = cycle.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if source == "v2":
+            result = _v2_result(status, cycle.headers, body)
+        else:
+            result = lambda_result(source, status, cycle.headers, body)
+        return _checked(source, result, lc)
 
     async def _run_asgi(self, scope: dict[str, Any], cycle: _Cycle, lc: LambdaContext) -> BaseException | None:
         error: Exception | None = None
@@ -252,7 +263,8 @@ class LambdaHandler:
             await self._target(scope, cycle.receive, cycle.send)
         except Exception as exc:
             error = exc
-        cycle.end()
+        if not cycle.done:
+            cycle.end()
         if lc._deferred or lc._tasks:
             await _flush(lc)
         else:
@@ -327,9 +339,12 @@ class LambdaHandler:
         run_task(loop, _flush(lc), run)
 
 
+_CHECK_SIZE_FROM = MAX_RESPONSE // 8  # (base64 makes a body 4/3 longer; JSON escapes at most 6x)
+
+
 def _checked(source: str, result: dict[str, Any], lc: LambdaContext) -> dict[str, Any]:
     """Lambda refuses a result over 6 MB (the caller sees a 502 anyway): make that a clear 502 here."""
-    if len(result["body"]) < MAX_RESPONSE // 8:
+    if len(result["body"]) < _CHECK_SIZE_FROM:
         return result
     size = len(_json.marshal(result))
     if size <= MAX_RESPONSE:

@@ -37,7 +37,7 @@ def lambda_result(source: str, status: int, headers: list[tuple[bytes, bytes]], 
     ```
     """
     if source == "v2":
-        return _v2(status, headers, body)
+        return v2_result(status, headers, body)
     every: dict[str, list[str]] = {}
     for raw_name, raw_value in headers:
         name = raw_name.decode("latin-1").lower()
@@ -71,7 +71,8 @@ def lambda_result(source: str, status: int, headers: list[tuple[bytes, bytes]], 
     return result
 
 
-def _v2(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> dict[str, Any]:
+def v2_result(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> dict[str, Any]:
+    """`lambda_result("v2", ...)`, called directly (every event of an HTTP API or Function URL)."""
     single: dict[str, str] = {}
     cookies: list[str] = []
     for raw_name, raw_value in headers:
@@ -94,10 +95,22 @@ def _body(body: bytes, headers: dict[str, list[str]]) -> tuple[str, bool]:
     return _text_or_base64(body, content_type[-1] if content_type else None, headers)
 
 
+_TEXTUAL: dict[str | None, bool] = {}  # content type -> whether its bodies go as text (an app uses a few)
+
+
+def _textual(content_type: str | None) -> bool:
+    known = _TEXTUAL.get(content_type)
+    if known is None:
+        known = _is_text(content_type, False)
+        if len(_TEXTUAL) < 256:
+            _TEXTUAL[content_type] = known
+    return known
+
+
 def _text_or_base64(body: bytes, content_type: str | None, headers: dict[str, Any]) -> tuple[str, bool]:
     if not body:
         return "", False
-    if "content-encoding" not in headers and _is_text(content_type, False):
+    if "content-encoding" not in headers and _textual(content_type):
         try:
             return body.decode(), False
         except UnicodeDecodeError:

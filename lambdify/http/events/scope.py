@@ -72,10 +72,6 @@ def _scope(
     scheme = forwarded.get("x-forwarded-proto") or "https"
     port_text = forwarded.get("x-forwarded-port")
     port = int(port_text) if port_text and port_text.isdigit() else (443 if scheme == "https" else 80)
-    server_name = host or "localhost"
-    name, colon, host_port = server_name.rpartition(":")
-    if colon and host_port.isdigit():  # (not the end of a bare "[::1]")
-        server_name = name
     return {
         "type": "http",
         "asgi": _ASGI,
@@ -88,12 +84,14 @@ def _scope(
         "query_string": query,
         "headers": headers,
         "client": (client_ip, 0) if client_ip else None,
-        "server": (server_name, port),
+        "server": (_server_name(host), port),
     }
 
 
 def _v2(event: dict[str, Any]) -> dict[str, Any]:
-    http = event["requestContext"]["http"]
+    # (Every event takes this path: the scope is made in one literal, without `_scope`'s call.)
+    context = event["requestContext"]
+    http = context["http"]
     given = event.get("headers") or {}
     try:  # (HTTP API and Function URLs send header names in lower case)
         headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in given.items()]
@@ -103,10 +101,36 @@ def _v2(event: dict[str, Any]) -> dict[str, Any]:
     if cookies:  # HTTP API moved them out of the headers
         headers.append((b"cookie", _bytes("; ".join(cookies))))
     raw_path = event.get("rawPath") or http.get("path") or "/"
-    path = unquote(raw_path) if "%" in raw_path else raw_path
-    query = event.get("rawQueryString") or ""
-    host = given.get("host") or event["requestContext"].get("domainName")
-    return _scope(http["method"], path, raw_path.encode(), query.encode(), headers, host, given, http.get("sourceIp"))
+    scheme = given.get("x-forwarded-proto") or "https"
+    port_text = given.get("x-forwarded-port")
+    source_ip = http.get("sourceIp")
+    return {
+        "type": "http",
+        "asgi": _ASGI,
+        "http_version": "1.1",
+        "method": http["method"],
+        "scheme": scheme,
+        "path": unquote(raw_path) if "%" in raw_path else raw_path,
+        "raw_path": raw_path.encode(),
+        "root_path": "",
+        "query_string": (event.get("rawQueryString") or "").encode(),
+        "headers": headers,
+        "client": (source_ip, 0) if source_ip else None,
+        "server": (
+            _server_name(given.get("host") or context.get("domainName")),
+            int(port_text) if port_text and port_text.isdigit() else (443 if scheme == "https" else 80),
+        ),
+    }
+
+
+def _server_name(host: str | None) -> str:
+    """The Host header without its port (not the end of a bare "[::1]")."""
+    if not host:
+        return "localhost"
+    if ":" not in host:
+        return host
+    name, _, port = host.rpartition(":")
+    return name if port.isdigit() else host
 
 
 def _quoted(path: str) -> bytes:
