@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from . import logs
 from . import marshal as _json
@@ -65,6 +65,9 @@ class _Invocation:
         "timeout",
     )
 
+    #: The class of its LambdaContext (a surface may add its own state to it).
+    context_class: type[LambdaContext] = LambdaContext
+
     def __init__(
         self,
         function: Engine,
@@ -76,25 +79,11 @@ class _Invocation:
     ) -> None:
         config = function.config
         # The one clock read of an invocation's start: its deadline, its REPORT duration, its stats.
-        self.started = now = time.monotonic()
-        if deadline is None:
-            self.timeout = config.timeout
-            deadline = now + config.timeout
-        else:
-            self.timeout = max(0.0, deadline - now)
-        self.function = function
-        self.ctx = ctx
-        self.cold = cold
-        self.lc = lc = LambdaContext(ctx, request_id, deadline, cold)
-        self.result: Any = None
-        self.failure: FunctionError | None = None
-        self.escaped: BaseException | None = None  # a KeyboardInterrupt, SystemExit...: passed on as is
-        self.retire: str | None = None
-        self.status: str | None = None
-        self.marshal = True  # Lambda returns JSON; a wrapped web app's response is not
-        self.max_memory: float | None = None  # measured elsewhere (a child process), for REPORT
-        self.ceiling = ceiling = config.memory_mb
-        self.peak_before = peak_rss_mb() if ceiling is not None else 0.0
+        now = time.monotonic()
+        timeout = config.timeout if deadline is None else max(0.0, deadline - now)
+        lc = self.context_class(ctx, request_id, now + timeout if deadline is None else deadline, cold)
+        self._adopt(function, lc, now, timeout)
+        self.peak_before = peak_rss_mb() if self.ceiling is not None else 0.0
         # START/END/REPORT cost a clock and a request id only when someone reads them. (The
         # logger's own check, without the call through logs.enabled(), once it exists.)
         real = logs._LazyLogger._real
@@ -105,6 +94,32 @@ class _Invocation:
                 log.append(logs.start_line(lc.aws_request_id) + "\n")
             if logging:
                 logs.log_start(lc.aws_request_id)
+
+    @classmethod
+    def around(cls, function: Engine, lc: LambdaContext, started: float) -> Self:
+        """The bookkeeping of an invocation that began without it (a middleware's fast path, which
+        takes it only for functions without a memory ceiling and while START lines are off), to end it."""
+        self = cls.__new__(cls)
+        self._adopt(function, lc, started, function.config.timeout)
+        self.peak_before = 0.0
+        self.logging = False
+        return self
+
+    def _adopt(self, function: Engine, lc: LambdaContext, started: float, timeout: float) -> None:
+        self.started = started
+        self.timeout = timeout
+        self.function = function
+        self.ctx = lc.execution
+        self.cold = lc.cold_start
+        self.lc = lc
+        self.result: Any = None
+        self.failure: FunctionError | None = None
+        self.escaped: BaseException | None = None  # a KeyboardInterrupt, SystemExit...: passed on as is
+        self.retire: str | None = None
+        self.status: str | None = None
+        self.marshal = True  # Lambda returns JSON; a wrapped web app's response is not
+        self.max_memory: float | None = None  # measured elsewhere (a child process), for REPORT
+        self.ceiling = function.config.memory_mb
 
     def remaining(self) -> float:
         return self.lc._deadline - time.monotonic()

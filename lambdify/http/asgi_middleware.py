@@ -17,22 +17,27 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from _thread import get_ident
 from collections.abc import Awaitable
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Final
 
 from ..core.background import cancel_stray_tasks, flush, flush_portable
 from ..core.config import build_config
+from ..core.context import LambdaContext
 from ..core.current import _current, new_request_id
 from ..core.engine import Engine
 from ..core.errors import FunctionError, InvocationTimeout, LambdifyError, MemoryLimitExceeded, TooManyRequests
 from ..core.invocation import _Invocation, _TimedOut
 from ..core.invoke_portable import abandon_running, acquire
-from ..core.logs import logger
+from ..core.logs import INFO, _LazyLogger, logger
 from ..core.memory import peak_rss_mb
 from ..isolation.thread import THREAD
 from .function_asgi import send_json
 
 if TYPE_CHECKING:
+    from ..core.context import ExecutionContext
+    from ..core.pool import Pool
     from .types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["ASGIMiddleware"]
@@ -56,21 +61,23 @@ def middleware_function(app: Any, defaults: dict[str, Any], options: dict[str, A
     return Engine(app, config, THREAD)
 
 
-class _Request(_Invocation):
-    """One request through the middleware: its invocation, and how far its response got.
+class _Call(LambdaContext):
+    """The LambdaContext of one request through the middleware, which also follows its response:
+    how far it got (for the answer at the deadline), and the message that ends it."""
 
-    (Made as an `_Invocation` and given its HTTP state by `ASGIMiddleware.__call__`: one object
-    and one `__init__` per request.)
-    """
+    __slots__ = ("_answer", "_answered", "_invocation", "_responding", "_send", "_task", "_timed_out")
 
-    __slots__ = ("answer", "answered", "responding", "send", "task", "timed_out")
+    _answer: asyncio.Task[None] | None
+    _answered: bool  # the middleware answered for the app: drop what the app sends
+    _invocation: _Invocation | None  # with a memory ceiling: checked as the response starts
+    _responding: bool  # the app sent http.response.start
+    _send: Send
+    _task: asyncio.Task[Any]
+    _timed_out: bool
 
-    answer: asyncio.Task[None] | None
-    send: Send
-    task: asyncio.Task[Any]
-    responding: bool  # the app sent http.response.start (not `started`: that is the invocation's clock)
-    timed_out: bool
-    answered: bool  # the middleware answered for the app: drop what the app sends
+    def _follow(self, send: Send, task: asyncio.Task[Any], invocation: _Invocation | None) -> None:
+        self._send, self._task, self._invocation, self._answer = send, task, invocation, None
+        self._responding = self._timed_out = self._answered = False
 
     def send_wrapper(self, message: Message) -> Awaitable[None]:
         """The app's `send`: notes how far the response got, checks the memory ceiling at its start.
@@ -78,32 +85,78 @@ class _Request(_Invocation):
         A plain function that returns the awaitable to await (the server's own, usually), rather
         than a coroutine of ours wrapped around it: one coroutine less per message.
         """
-        if self.answered:
+        if self._answered:
             return _nothing()
-        if not self.responding:
+        if not self._responding:
             if message["type"] == "http.response.start":
-                if self.ceiling is not None and _over(self, self.ceiling):
-                    self.answered = self.responding = True
-                    self.lc._sending = answer = _answer_out_of_memory(self.send, self.lc.aws_request_id)
+                invocation = self._invocation
+                if invocation is not None and invocation.ceiling is not None and _over(invocation, invocation.ceiling):
+                    self._answered = self._responding = True
+                    self._sending = answer = _answer_out_of_memory(self._send, self.aws_request_id)
                     return answer
-                self.responding = True
+                self._responding = True
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
             # The response ends: a task the server starts meanwhile (hypercorn's keep-alive timer)
             # is the connection's, not background work of the invocation (see the task factory).
-            self.lc._sending = sent = self.send(message)
+            self._sending = sent = self._send(message)
             return sent
-        return self.send(message)
+        return self._send(message)
 
     def expire(self) -> None:
         """At the deadline: answer 504 now if the app has not started its response, and cancel it."""
-        self.timed_out = True
-        if not self.responding:
-            self.answered = True
-            headers = [_id_header(self.lc.aws_request_id)]
-            answer = send_json(self.send, 504, {"message": "Endpoint request timed out"}, headers)
+        self._timed_out = True
+        if not self._responding:
+            self._answered = True
+            headers = [_id_header(self.aws_request_id)]
+            answer = send_json(self._send, 504, {"message": "Endpoint request timed out"}, headers)
             # Its own (empty) context: the answer is not background work of the invocation it ends.
-            self.answer = self.task.get_loop().create_task(answer, context=contextvars.Context())
-        self.task.cancel()
+            self._answer = self._task.get_loop().create_task(answer, context=contextvars.Context())
+        self._task.cancel()
+
+
+class _Request(_Invocation):
+    """One request's invocation, taken the general way (see `_Lane` for the fast one)."""
+
+    __slots__ = ()
+    context_class = _Call
+    lc: _Call
+
+
+class _Lane:
+    """The fast path of one middleware on one event loop: its shared context, while it stays in
+    service and nothing asks for more than a deadline (no memory ceiling, START lines off).
+
+    A request on the lane skips the pool's hand-out and the generic invocation bookkeeping: one
+    LambdaContext, a deadline, the ContextVar, and at its end one stats record and the release.
+    Anything else (an error, a timeout, logging on, a scratch directory to check) ends the
+    general way, through `_Invocation.around`.
+    """
+
+    __slots__ = ("ctx", "current_task", "loop", "pool", "recorder", "running", "thread", "timeout", "watch")
+
+    def __init__(self, function: Engine, pool: Pool, ctx: ExecutionContext) -> None:
+        self.pool = pool
+        self.ctx = ctx
+        self.loop = pool.loop
+        self.thread = pool.thread
+        self.running = pool.loop_running
+        self.current_task = pool.current_task
+        self.watch = pool.watch
+        self.recorder = function.recorder
+        self.timeout = function.config.timeout
+
+    def open(self) -> bool:
+        """Whether the next request may take the lane (its loop running here is checked first)."""
+        ctx = self.ctx
+        if ctx.retired or self.pool.closed or ctx._tmp is not None:
+            return False
+        real = _LazyLogger._real  # (START/END/REPORT lines are written the general way)
+        return real is None or not real.isEnabledFor(INFO)
+
+    @staticmethod
+    def fits(function: Engine, pool: Pool) -> bool:
+        config = function.config
+        return pool.loop is not None and config.concurrency is None and config.memory_mb is None
 
 
 class ASGIMiddleware:
@@ -125,6 +178,7 @@ class ASGIMiddleware:
         options.pop("status_path", None)
         self.app = app
         self.function = middleware_function(app, {**MIDDLEWARE_DEFAULTS, "concurrency": None}, options)
+        self._lane: _Lane | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # (HTTP requests are served inline: one coroutine less each)
@@ -133,6 +187,61 @@ class ASGIMiddleware:
             else:  # websockets and anything else: untouched, no deadline
                 await self.app(scope, receive, send)
             return
+        lane = self._lane
+        # (On the lane while its loop runs here, its context serves, and START lines are off.)
+        if lane is None or lane.thread != get_ident() or not lane.running() or not lane.open():
+            await self._general(scope, receive, send)
+            return
+        ctx = lane.ctx
+        started = monotonic()
+        lc = _Call(ctx, None, started + lane.timeout, False)
+        lc._send = send
+        task = lane.current_task(lane.loop)  # type: ignore[arg-type]  # (a loop's pool)
+        assert task is not None
+        lc._task = task
+        lc._invocation = lc._answer = None
+        lc._responding = lc._timed_out = lc._answered = False
+        ctx.active += 1
+        ctx._serial += 1  # a new invocation: resources are checked again at their first use
+        ctx.invocations += 1
+        scope[SCOPE_KEY] = lc
+        watch = lane.watch
+        watch.add(lc, lc._deadline)
+        token = _current.set(lc)
+        error: BaseException | None = None
+        try:
+            try:
+                await self.app(scope, receive, lc.send_wrapper)
+            except Exception as exc:
+                error = exc
+            if lc._deferred or lc._tasks:
+                await flush(ctx, lc)
+            else:
+                lc._done = True
+        except asyncio.CancelledError:
+            if not lc._timed_out:
+                cancel_stray_tasks(lc)
+                lane.pool.release(ctx)
+                raise
+            task.uncancel()
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit...: passed on as without lambdify
+            cancel_stray_tasks(lc)
+            _Request.around(self.function, lc, started).escape(lane.pool, exc)
+            raise
+        finally:
+            watch.discard(lc)
+            _current.reset(token)
+        if error is None and not lc._timed_out and ctx._tmp is None:
+            # (Kept in the recent invocations of the stats: it must not keep the server's objects alive.)
+            lc._task = lc._send = None  # type: ignore[assignment]
+            lane.recorder.record(lc, started, monotonic(), None, False)
+            lane.pool.release_shared(ctx)
+            return
+        await self._end(_Request.around(self.function, lc, started), lane.pool, error)
+
+    async def _general(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A request off the lane: through the pool (which may create a context or throttle), on
+        any loop; it opens the lane for the requests after it when the function fits."""
         function = self.function
         try:
             pool = function.loop_pool()
@@ -154,19 +263,18 @@ class ASGIMiddleware:
         request = _Request(function, ctx, request_id, cold, None)
         task = pool.current_task(pool.loop)  # type: ignore[arg-type]  # (a loop's pool)
         assert task is not None
-        request.send, request.task, request.answer = send, task, None
-        request.responding = request.timed_out = request.answered = False
+        lc = request.lc
+        lc._follow(send, task, request if request.ceiling is not None else None)
         ctx._serial += 1  # a new invocation: resources are checked again at their first use
         ctx.invocations += 1
-        lc = request.lc
         scope[SCOPE_KEY] = lc
         watch = pool.watch
-        watch.add(request, lc._deadline)
+        watch.add(lc, lc._deadline)
         token = _current.set(lc)
         error: BaseException | None = None
         try:
             try:
-                await self.app(scope, receive, request.send_wrapper)
+                await self.app(scope, receive, lc.send_wrapper)
             except Exception as exc:
                 error = exc
             if lc._deferred or lc._tasks:
@@ -174,7 +282,7 @@ class ASGIMiddleware:
             else:
                 lc._done = True
         except asyncio.CancelledError:
-            if not request.timed_out:
+            if not lc._timed_out:
                 cancel_stray_tasks(lc)
                 pool.release(ctx)
                 raise
@@ -184,26 +292,36 @@ class ASGIMiddleware:
             request.escape(pool, exc)
             raise
         finally:
-            watch.discard(request)
+            watch.discard(lc)
             _current.reset(token)
-        if request.timed_out:
+        if _Lane.fits(function, pool) and (self._lane is None or self._lane.pool is not pool or self._lane.ctx.retired):
+            self._lane = _Lane(function, pool, ctx)
+        await self._end(request, pool, error)
+
+    @staticmethod
+    async def _end(request: _Request, pool: Pool, error: BaseException | None) -> None:
+        """End a request the general way: its timeout, its error, the limits, its stats and logs."""
+        lc = request.lc
+        if lc._timed_out:
             cancel_stray_tasks(lc)
             error = _TimedOut()
-            if request.answer is not None:
-                await request.answer
+            if lc._answer is not None:
+                await lc._answer
         app_error: BaseException | None = None
         try:
             request.finish(pool, None, error)
         except InvocationTimeout:
-            if not request.answered:
+            if not lc._answered:
                 raise ResponseCutOff(
                     f"RequestId: {lc.aws_request_id} timed out after its response had started"
                 ) from None
         except MemoryLimitExceeded:
-            if not request.responding:
-                await _answer_out_of_memory(send, lc.aws_request_id)
+            if not lc._responding:
+                await _answer_out_of_memory(lc._send, lc.aws_request_id)
         except FunctionError:
             app_error = error
+        finally:
+            lc._task = lc._send = lc._invocation = None  # type: ignore[assignment]  # (see __call__)
         if app_error is not None:
             raise app_error  # the app's own exception, unchanged (raised outside `except`: no chaining)
 
