@@ -20,7 +20,6 @@ import typing as _typing
 if _typing.TYPE_CHECKING:
     from .aws.lambda_handler import lambda_handler as lambda_handler
     from .core.context import ExecutionContext as ExecutionContext
-    from .core.context import LambdaContext as LambdaContext
     from .core.current import current_context as current_context
     from .core.errors import FunctionError as FunctionError
     from .core.errors import InitError as InitError
@@ -28,6 +27,7 @@ if _typing.TYPE_CHECKING:
     from .core.errors import LambdifyError as LambdifyError
     from .core.errors import MemoryLimitExceeded as MemoryLimitExceeded
     from .core.errors import TooManyRequests as TooManyRequests
+    from .core.lambda_context import LambdaContext as LambdaContext
     from .function import Function as Function
     from .function import handler as handler
     from .function import stats as stats
@@ -39,7 +39,7 @@ __version__ = "0.1.0"
 
 _WHERE = {
     "ExecutionContext": "core.context",
-    "LambdaContext": "core.context",
+    "LambdaContext": "core.lambda_context",
     "current_context": "core.current",
     "FunctionError": "core.errors",
     "InitError": "core.errors",

@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any, Final
 
-from ..core.context import ExecutionContext, LambdaContext
+from ..core.context import ExecutionContext
 from ..core.current import new_request_id
+from ..core.lambda_context import LambdaContext
 
 __all__ = ["AwsLambdaContext"]
 

@@ -11,7 +11,7 @@ from ..core.background import _run_deferred, await_stray_tasks
 if TYPE_CHECKING:
     import asyncio
 
-    from ..core.context import LambdaContext
+    from ..core.lambda_context import LambdaContext
 
 __all__ = ["Cycle", "awaited", "call_and_flush", "flush"]
 

@@ -52,7 +52,7 @@ from .stepping import new_loop, run_task
 if TYPE_CHECKING:
     import asyncio
 
-    from ..core.context import LambdaContext
+    from ..core.lambda_context import LambdaContext
 
 __all__ = ["LambdaHandler", "lambda_handler"]
 

@@ -13,8 +13,9 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from ..core.background import flush_here
-from ..core.context import ExecutionContext, LambdaContext
+from ..core.context import ExecutionContext
 from ..core.current import _current
+from ..core.lambda_context import LambdaContext
 
 if TYPE_CHECKING:
     from ..core.engine import Engine

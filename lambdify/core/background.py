@@ -22,7 +22,8 @@ from .resources import _is_awaitable
 if TYPE_CHECKING:
     import asyncio
 
-    from .context import ExecutionContext, LambdaContext
+    from .context import ExecutionContext
+    from .lambda_context import LambdaContext
 
 
 def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Final
 from . import hooks
 
 if TYPE_CHECKING:
-    from .context import LambdaContext
+    from .lambda_context import LambdaContext
 
 __all__ = ["current_context", "new_request_id"]
 

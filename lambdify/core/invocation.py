@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Self
 from . import logs
 from . import marshal as _json
 from .background import drop_deferred
-from .context import LambdaContext
 from .current import _current
 from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, failure_counter, stack_trace
+from .lambda_context import LambdaContext
 from .memory import current_rss_mb, peak_rss_mb
 from .payload import MAX_RESPONSE, ensure_json
 from .restart import request_restart

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .background import flush_here
-from .context import LambdaContext
 from .current import _current
 from .errors import FunctionError
 from .invocation import _Invocation, _TimedOut
+from .lambda_context import LambdaContext
 
 if TYPE_CHECKING:
     from .context import ExecutionContext

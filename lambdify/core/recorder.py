@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Final
 from .memory import peak_rss_mb
 
 if TYPE_CHECKING:
-    from .context import ExecutionContext, LambdaContext
+    from .context import ExecutionContext
+    from .lambda_context import LambdaContext
 
 __all__ = ["BOUNDS_MS", "RECENT", "Recorder", "context_entry"]
 

@@ -16,27 +16,31 @@ that no half-sent body passes for a complete one.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from _thread import get_ident
-from collections.abc import Awaitable
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Final
 
 from ..core.background import cancel_stray_tasks, flush, flush_portable
 from ..core.config import build_config
-from ..core.context import LambdaContext
 from ..core.current import _current, new_request_id
 from ..core.engine import Engine
-from ..core.errors import FunctionError, InvocationTimeout, LambdifyError, MemoryLimitExceeded, TooManyRequests
+from ..core.errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, TooManyRequests
 from ..core.invocation import _Invocation, _TimedOut
 from ..core.invoke_portable import abandon_running, acquire
-from ..core.logs import INFO, _LazyLogger, logger
-from ..core.memory import peak_rss_mb
 from ..isolation.thread import THREAD
+from .asgi_requests import (
+    ResponseCutOff,
+    _Call,
+    _Lane,
+    _Request,
+    answer_out_of_memory,
+    id_header,
+    over_ceiling,
+    refuse,
+)
 from .function_asgi import send_json
 
 if TYPE_CHECKING:
-    from ..core.context import ExecutionContext
     from ..core.pool import Pool
     from .types import ASGIApp, Message, Receive, Scope, Send
 
@@ -44,10 +48,6 @@ __all__ = ["ASGIMiddleware"]
 
 MIDDLEWARE_DEFAULTS: Final = {"timeout": 30.0, "memory_mb": None}
 SCOPE_KEY: Final = "lambdify.context"
-
-
-class ResponseCutOff(Exception):
-    """The deadline passed after the response had started: the server must close the connection."""
 
 
 def middleware_function(app: Any, defaults: dict[str, Any], options: dict[str, Any]) -> Engine:
@@ -59,104 +59,6 @@ def middleware_function(app: Any, defaults: dict[str, Any], options: dict[str, A
             "isolation='process' is for @handler functions: a middleware runs its app in the server's process"
         )
     return Engine(app, config, THREAD)
-
-
-class _Call(LambdaContext):
-    """The LambdaContext of one request through the middleware, which also follows its response:
-    how far it got (for the answer at the deadline), and the message that ends it."""
-
-    __slots__ = ("_answer", "_answered", "_invocation", "_responding", "_send", "_task", "_timed_out")
-
-    _answer: asyncio.Task[None] | None
-    _answered: bool  # the middleware answered for the app: drop what the app sends
-    _invocation: _Invocation | None  # with a memory ceiling: checked as the response starts
-    _responding: bool  # the app sent http.response.start
-    _send: Send
-    _task: asyncio.Task[Any]
-    _timed_out: bool
-
-    def _follow(self, send: Send, task: asyncio.Task[Any], invocation: _Invocation | None) -> None:
-        self._send, self._task, self._invocation, self._answer = send, task, invocation, None
-        self._responding = self._timed_out = self._answered = False
-
-    def send_wrapper(self, message: Message) -> Awaitable[None]:
-        """The app's `send`: notes how far the response got, checks the memory ceiling at its start.
-
-        A plain function that returns the awaitable to await (the server's own, usually), rather
-        than a coroutine of ours wrapped around it: one coroutine less per message.
-        """
-        if self._answered:
-            return _nothing()
-        if not self._responding:
-            if message["type"] == "http.response.start":
-                invocation = self._invocation
-                if invocation is not None and invocation.ceiling is not None and _over(invocation, invocation.ceiling):
-                    self._answered = self._responding = True
-                    self._sending = answer = _answer_out_of_memory(self._send, self.aws_request_id)
-                    return answer
-                self._responding = True
-        elif message["type"] == "http.response.body" and not message.get("more_body", False):
-            # The response ends: a task the server starts meanwhile (hypercorn's keep-alive timer)
-            # is the connection's, not background work of the invocation (see the task factory).
-            self._sending = sent = self._send(message)
-            return sent
-        return self._send(message)
-
-    def expire(self) -> None:
-        """At the deadline: answer 504 now if the app has not started its response, and cancel it."""
-        self._timed_out = True
-        if not self._responding:
-            self._answered = True
-            headers = [_id_header(self.aws_request_id)]
-            answer = send_json(self._send, 504, {"message": "Endpoint request timed out"}, headers)
-            # Its own (empty) context: the answer is not background work of the invocation it ends.
-            self._answer = self._task.get_loop().create_task(answer, context=contextvars.Context())
-        self._task.cancel()
-
-
-class _Request(_Invocation):
-    """One request's invocation, taken the general way (see `_Lane` for the fast one)."""
-
-    __slots__ = ()
-    context_class = _Call
-    lc: _Call
-
-
-class _Lane:
-    """The fast path of one middleware on one event loop: its shared context, while it stays in
-    service and nothing asks for more than a deadline (no memory ceiling, START lines off).
-
-    A request on the lane skips the pool's hand-out and the generic invocation bookkeeping: one
-    LambdaContext, a deadline, the ContextVar, and at its end one stats record and the release.
-    Anything else (an error, a timeout, logging on, a scratch directory to check) ends the
-    general way, through `_Invocation.around`.
-    """
-
-    __slots__ = ("ctx", "current_task", "loop", "pool", "recorder", "running", "thread", "timeout", "watch")
-
-    def __init__(self, function: Engine, pool: Pool, ctx: ExecutionContext) -> None:
-        self.pool = pool
-        self.ctx = ctx
-        self.loop = pool.loop
-        self.thread = pool.thread
-        self.running = pool.loop_running
-        self.current_task = pool.current_task
-        self.watch = pool.watch
-        self.recorder = function.recorder
-        self.timeout = function.config.timeout
-
-    def open(self) -> bool:
-        """Whether the next request may take the lane (its loop running here is checked first)."""
-        ctx = self.ctx
-        if ctx.retired or self.pool.closed or ctx._tmp is not None:
-            return False
-        real = _LazyLogger._real  # (START/END/REPORT lines are written the general way)
-        return real is None or not real.isEnabledFor(INFO)
-
-    @staticmethod
-    def fits(function: Engine, pool: Pool) -> bool:
-        config = function.config
-        return pool.loop is not None and config.concurrency is None and config.memory_mb is None
 
 
 class ASGIMiddleware:
@@ -258,7 +160,7 @@ class ASGIMiddleware:
             try:
                 ctx, cold = await pool.aacquire(request_id)
             except (TooManyRequests, FunctionError) as exc:
-                await _refuse(send, exc, request_id)
+                await refuse(send, exc, request_id)
                 return
         request = _Request(function, ctx, request_id, cold, None)
         task = pool.current_task(pool.loop)  # type: ignore[arg-type]  # (a loop's pool)
@@ -317,7 +219,7 @@ class ASGIMiddleware:
                 ) from None
         except MemoryLimitExceeded:
             if not lc._responding:
-                await _answer_out_of_memory(lc._send, lc.aws_request_id)
+                await answer_out_of_memory(lc._send, lc.aws_request_id)
         except FunctionError:
             app_error = error
         finally:
@@ -361,7 +263,7 @@ class ASGIMiddleware:
             try:
                 ctx, cold = await acquire(function, pool, request_id)
             except (TooManyRequests, FunctionError) as exc:
-                await _refuse(send, exc, request_id)
+                await refuse(send, exc, request_id)
                 return
         invocation = _Invocation(function, ctx, request_id, cold, None)
         lc = invocation.lc
@@ -376,9 +278,9 @@ class ASGIMiddleware:
                 return
             if not responding and message["type"] == "http.response.start":
                 responding = True
-                if invocation.ceiling is not None and _over(invocation, invocation.ceiling):
+                if invocation.ceiling is not None and over_ceiling(invocation, invocation.ceiling):
                     answered = True
-                    await _answer_out_of_memory(send, lc.aws_request_id)
+                    await answer_out_of_memory(send, lc.aws_request_id)
                     return
             await send(message)
 
@@ -405,7 +307,7 @@ class ASGIMiddleware:
             error = _TimedOut()
             if not responding:
                 answered = True
-                await send_json(send, 504, {"message": "Endpoint request timed out"}, [_id_header(lc.aws_request_id)])
+                await send_json(send, 504, {"message": "Endpoint request timed out"}, [id_header(lc.aws_request_id)])
         app_error: BaseException | None = None
         try:
             invocation.finish(pool, None, error)
@@ -416,37 +318,11 @@ class ASGIMiddleware:
                 ) from None
         except MemoryLimitExceeded:
             if not responding:
-                await _answer_out_of_memory(send, lc.aws_request_id)
+                await answer_out_of_memory(send, lc.aws_request_id)
         except FunctionError:
             app_error = error
         if app_error is not None:
             raise app_error  # the app's own exception, unchanged (raised outside `except`: no chaining)
-
-
-async def _nothing() -> None:
-    pass
-
-
-async def _refuse(send: Send, exc: LambdifyError, request_id: str) -> None:
-    """Answer a request that got no context: throttled (429), or its INIT failed (502)."""
-    if isinstance(exc, TooManyRequests):
-        await send_json(send, 429, {"message": "Too Many Requests"}, [_id_header(request_id)])
-    else:
-        logger.error("RequestId: %s INIT failed: %s", request_id, exc)
-        await send_json(send, 502, {"message": "Internal Server Error"}, [_id_header(request_id)])
-
-
-def _id_header(request_id: str) -> tuple[bytes, bytes]:
-    return (b"x-amzn-requestid", request_id.encode())
-
-
-def _over(invocation: _Invocation, ceiling: int) -> bool:
-    peak = peak_rss_mb()
-    return peak > ceiling and peak > invocation.peak_before
-
-
-async def _answer_out_of_memory(send: Send, request_id: str) -> None:
-    await send_json(send, 500, {"message": "Memory limit exceeded"}, [_id_header(request_id)])
 
 
 class _WithStatus(ASGIMiddleware):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from ..core.context import LambdaContext
+from ..core.lambda_context import LambdaContext
 from .asgi_middleware import SCOPE_KEY
 
 __all__ = ["lambda_context"]

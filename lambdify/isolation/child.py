@@ -20,9 +20,9 @@ import time
 from typing import Any
 
 from ..core.background import flush_here
-from ..core.context import LambdaContext
 from ..core.current import _current
 from ..core.errors import stack_trace
+from ..core.lambda_context import LambdaContext
 from ..core.memory import peak_rss_mb
 from ..core.scratch import over_quota
 from .channel import Channel, ChannelClosed, encode
