@@ -46,6 +46,14 @@ class _EnvironmentLoop(asyncio.SelectorEventLoop):
             return self._unused
         return super().call_soon(callback, *args, context=context)
 
+    def _install_hooks(self, thread: int) -> None:
+        """The loop's async-generator hooks, on this (the runtime's) thread for the environment's
+        life rather than set and reset per event; the previous ones come back when the loop closes."""
+        self._hooked_thread = thread
+        if self._previous_hooks is None:
+            self._previous_hooks = sys.get_asyncgen_hooks()
+        sys.set_asyncgen_hooks(*self._hooks)
+
     def close(self) -> None:
         previous = self._previous_hooks
         if previous is not None and sys.get_asyncgen_hooks().firstiter is self._hooks[0]:
@@ -64,10 +72,36 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+_Task = asyncio.Task
+_get_ident = threading.get_ident
+_get_running_loop = asyncio._get_running_loop
+_set_running_loop = asyncio._set_running_loop
+
+
 def run_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], context: Context) -> Any:
     """Run `coro` as a task on `loop` (not running) until done, in `context`; return its result."""
-    if type(loop) is _EnvironmentLoop and not loop._ready and asyncio._get_running_loop() is None:  # type: ignore[attr-defined]
-        return _run_first_step(loop, coro, context)
+    if type(loop) is _EnvironmentLoop and not loop._ready and _get_running_loop() is None:  # type: ignore[attr-defined]
+        # The first step, taken here: the task's `call_soon` hands it over instead of queueing it.
+        loop._taking = True
+        task = _Task(coro, loop=loop, context=context)
+        step = loop._taken
+        loop._taken = None
+        if step is None:  # pragma: no cover - a Task always schedules its first step
+            loop._taking = False
+            return loop.run_until_complete(task)
+        thread = _get_ident()
+        if loop._hooked_thread != thread:
+            loop._install_hooks(thread)
+        _set_running_loop(loop)
+        loop._thread_id = thread  # type: ignore[attr-defined]
+        try:
+            context.run(step)
+        finally:
+            loop._thread_id = None  # type: ignore[attr-defined]
+            _set_running_loop(None)
+        if task.done() and not loop._ready:  # type: ignore[attr-defined]
+            return task.result()
+        return loop.run_until_complete(task)
     ready = getattr(loop, "_ready", None)
     if ready or ready is None or not isinstance(loop, asyncio.BaseEventLoop) or asyncio._get_running_loop() is not None:
         return loop.run_until_complete(loop.create_task(coro, context=context))
@@ -88,32 +122,4 @@ def run_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], co
             sys.set_asyncgen_hooks(*hooks)
         if task.done() and not ready:
             return task.result()
-    return loop.run_until_complete(task)
-
-
-def _run_first_step(loop: _EnvironmentLoop, coro: Coroutine[Any, Any, Any], context: Context) -> Any:
-    loop._taking = True
-    task = asyncio.Task(coro, loop=loop, context=context)
-    step = loop._taken
-    loop._taken = None
-    if step is None:  # pragma: no cover - a Task always schedules its first step
-        loop._taking = False
-        return loop.run_until_complete(task)
-    thread = threading.get_ident()
-    if loop._hooked_thread != thread:
-        # Installed for the environment's life on this (the runtime's) thread, rather than set and
-        # reset per event; the previous hooks come back when the loop closes.
-        loop._hooked_thread = thread
-        if loop._previous_hooks is None:
-            loop._previous_hooks = sys.get_asyncgen_hooks()
-        sys.set_asyncgen_hooks(*loop._hooks)
-    asyncio._set_running_loop(loop)
-    loop._thread_id = thread  # type: ignore[attr-defined]
-    try:
-        context.run(step)
-    finally:
-        loop._thread_id = None  # type: ignore[attr-defined]
-        asyncio._set_running_loop(None)
-    if task.done() and not loop._ready:  # type: ignore[attr-defined]
-        return task.result()
     return loop.run_until_complete(task)

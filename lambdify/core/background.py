@@ -34,19 +34,34 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
     if getattr(previous, "_lambdify", False):
         return
     new_task = asyncio.Task
+    current = _current.get
 
-    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
-        # (**kwargs: newer Pythons pass create_task's keyword arguments, `name` among them, through)
-        task: asyncio.Task[Any] = (
-            new_task(coro, loop=loop, **kwargs) if previous is None else previous(loop, coro, **kwargs)  # type: ignore[assignment]
-        )
-        lc = _current.get(None)
+    def attribute(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+        lc = current(None)
         # (Not one the server starts while it ends the response: that coroutine is running now.)
         if lc is not None and not lc._done and (lc._sending is None or not getattr(lc._sending, "cr_running", 0)):
             if lc._tasks is None:
                 lc._tasks = set()
             lc._tasks.add(task)
         return task
+
+    if previous is None and sys.version_info < (3, 12):
+        # (3.11's loops call the factory with `context` only; no **kwargs to build and spread
+        # for each of the server's own tasks, one per request, which all come through here.)
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, context: Any = None) -> asyncio.Task[Any]:
+            task = new_task(coro, loop=loop, context=context)
+            if current(None) is None:
+                return task
+            return attribute(task)
+
+    else:
+
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:  # type: ignore[misc]
+            # (**kwargs: newer Pythons pass create_task's keyword arguments, `name` among them, through)
+            task: asyncio.Task[Any] = (
+                new_task(coro, loop=loop, **kwargs) if previous is None else previous(loop, coro, **kwargs)  # type: ignore[assignment]
+            )
+            return attribute(task)
 
     factory._lambdify = True  # type: ignore[attr-defined]
     loop.set_task_factory(factory)
