@@ -29,7 +29,8 @@ from ..core.engine import Engine
 from ..core.errors import FunctionError, MemoryLimitExceeded
 from ..core.invocation import Reported, _Invocation, _TimedOut
 from ..core.invoke_async import _answer as answer_caller
-from ..isolation.process import describe_exit, event_json
+from ..isolation.process import event_json
+from ..isolation.template import describe_exit
 from ..isolation.thread import Worker
 from .emulated_context import EmulatedContext, Exited, kill_all
 from .runtime_api import Next, error_from_body

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..core.context import ExecutionContext
 from ..core.errors import InitError
 from ..core.logs import logger
-from ..isolation.process import describe_exit
+from ..isolation.template import describe_exit
 from .runtime_api import Next, RuntimeAPIServer, error_from_body
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ from ..core.marshal import to_json
 from ..core.payload import MAX_REQUEST
 from ..core.scratch import make_scratch_dir, remove_scratch_dir, reported_over, watch
 from .channel import Channel, ChannelClosed, frame
-from .template import template
+from .template import describe_exit, template
 from .thread import Worker
 
 if TYPE_CHECKING:
@@ -60,18 +60,6 @@ class _InitImport:
 
 
 init_import = _InitImport()
-
-
-def describe_exit(status: int | None) -> str:
-    """Lambda's wording: `Runtime exited with error: exit status 3`, `... signal: segmentation fault`."""
-    if status is None:
-        return "Runtime exited without providing a reason"
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        name = (signal.strsignal(sig) or f"signal {sig}").lower()
-        core = " (core dumped)" if os.WCOREDUMP(status) else ""
-        return f"Runtime exited with error: signal: {name}{core}"
-    return f"Runtime exited with error: exit status {os.waitstatus_to_exitcode(status)}"
 
 
 def handler_location(function: Engine) -> tuple[str, str | None, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -150,3 +151,15 @@ hooks.at_fork(template.reset_after_fork)
 
 def stop_template() -> None:
     template.stop()
+
+
+def describe_exit(status: int | None) -> str:
+    """Lambda's wording: `Runtime exited with error: exit status 3`, `... signal: segmentation fault`."""
+    if status is None:
+        return "Runtime exited without providing a reason"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = (signal.strsignal(sig) or f"signal {sig}").lower()
+        core = " (core dumped)" if os.WCOREDUMP(status) else ""
+        return f"Runtime exited with error: signal: {name}{core}"
+    return f"Runtime exited with error: exit status {os.waitstatus_to_exitcode(status)}"
