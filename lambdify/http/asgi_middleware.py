@@ -27,6 +27,7 @@ from ..core.engine import Engine
 from ..core.errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, TooManyRequests
 from ..core.invocation import _Invocation, _TimedOut
 from ..core.invoke_portable import abandon_running, acquire
+from ..core.logs import INFO, _LazyLogger
 from ..isolation.thread import THREAD
 from .asgi_requests import (
     ResponseCutOff,
@@ -91,7 +92,15 @@ class ASGIMiddleware:
             return
         lane = self._lane
         # (On the lane while its loop runs here, its context serves, and START lines are off.)
-        if lane is None or lane.thread != get_ident() or not lane.running() or not lane.open():
+        if (
+            lane is None
+            or lane.thread != get_ident()
+            or not lane.running()
+            or lane.ctx.retired
+            or lane.pool.closed
+            or lane.ctx._tmp is not None
+            or ((real := _LazyLogger._real) is not None and real.isEnabledFor(INFO))  # START lines: general
+        ):
             await self._general(scope, receive, send)
             return
         ctx = lane.ctx
@@ -131,7 +140,7 @@ class ASGIMiddleware:
             _Request.around(self.function, lc, started).escape(lane.pool, exc)
             raise
         finally:
-            watch.discard(lc)
+            watch.forget(lc, None)
             _current.reset(token)
         if error is None and not lc._timed_out and ctx._tmp is None:
             # (Kept in the recent invocations of the stats: it must not keep the server's objects alive.)

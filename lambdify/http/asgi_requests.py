@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.errors import LambdifyError, TooManyRequests
 from ..core.invocation import _Invocation
 from ..core.lambda_context import LambdaContext
-from ..core.logs import INFO, _LazyLogger, logger
+from ..core.logs import logger
 from ..core.memory import peak_rss_mb
 from .function_asgi import send_json
 
@@ -96,7 +96,8 @@ class _Request(_Invocation):
 
 class _Lane:
     """The fast path of one middleware on one event loop: its shared context, while it stays in
-    service and nothing asks for more than a deadline (no memory ceiling, START lines off).
+    service and nothing asks for more than a deadline (no memory ceiling, START lines off, no
+    scratch directory to check: `ASGIMiddleware.__call__` checks these before each request).
 
     A request on the lane skips the pool's hand-out and the generic invocation bookkeeping: one
     LambdaContext, a deadline, the ContextVar, and at its end one stats record and the release.
@@ -116,14 +117,6 @@ class _Lane:
         self.watch = pool.watch
         self.recorder = function.recorder
         self.timeout = function.config.timeout
-
-    def open(self) -> bool:
-        """Whether the next request may take the lane (its loop running here is checked first)."""
-        ctx = self.ctx
-        if ctx.retired or self.pool.closed or ctx._tmp is not None:
-            return False
-        real = _LazyLogger._real  # (START/END/REPORT lines are written the general way)
-        return real is None or not real.isEnabledFor(INFO)
 
     @staticmethod
     def fits(function: Engine, pool: Pool) -> bool:
