@@ -16,6 +16,7 @@ that no half-sent body passes for a complete one.
 from __future__ import annotations
 
 import asyncio
+import functools
 from _thread import get_ident
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Final
@@ -42,6 +43,9 @@ from .asgi_requests import (
 from .function_asgi import send_json
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from ..core.context import ExecutionContext
     from ..core.pool import Pool
     from .types import ASGIApp, Message, Receive, Scope, Send
 
@@ -91,91 +95,38 @@ class ASGIMiddleware:
                 await self.app(scope, receive, send)
             return
         lane = self._lane
+        request: _Request | None = None  # (None on the lane: made only if the request ends the general way)
         # (On the lane while its loop runs here, its context serves, and START lines are off.)
         if (
-            lane is None
-            or lane.thread != get_ident()
-            or not lane.running()
-            or lane.ctx.retired
-            or lane.pool.closed
-            or lane.ctx._tmp is not None
-            or ((real := _LazyLogger._real) is not None and real.isEnabledFor(INFO))  # START lines: general
+            lane is not None
+            and lane.thread == get_ident()
+            and lane.running()
+            and not lane.ctx.retired
+            and not lane.pool.closed
+            and lane.ctx._tmp is None
+            and ((real := _LazyLogger._real) is None or not real.isEnabledFor(INFO))
         ):
-            await self._general(scope, receive, send)
-            return
-        ctx = lane.ctx
-        started = monotonic()
-        lc = _Call(ctx, None, started + lane.timeout, False)
-        lc._send = send
-        task = lane.current_task(lane.loop)  # type: ignore[arg-type]  # (a loop's pool)
-        assert task is not None
-        lc._task = task
-        lc._invocation = lc._answer = None
-        lc._responding = lc._timed_out = lc._answered = False
-        ctx.active += 1
-        ctx._serial += 1  # a new invocation: resources are checked again at their first use
-        ctx.invocations += 1
-        scope[SCOPE_KEY] = lc
-        watch = lane.watch
-        watch.add(lc, lc._deadline)
-        token = _current.set(lc)
-        error: BaseException | None = None
-        try:
+            pool, ctx = lane.pool, lane.ctx
+            started = monotonic()
+            lc = _Call(ctx, None, started + lane.timeout, False)
+            ctx.active += 1
+        else:
             try:
-                await self.app(scope, receive, lc.send_wrapper)
-            except Exception as exc:
-                error = exc
-            if lc._deferred or lc._tasks:
-                await flush(ctx, lc)
-            else:
-                lc._done = True
-        except asyncio.CancelledError:
-            if not lc._timed_out:
-                cancel_stray_tasks(lc)
-                lane.pool.release(ctx)
-                raise
-            task.uncancel()
-        except BaseException as exc:  # KeyboardInterrupt, SystemExit...: passed on as without lambdify
-            cancel_stray_tasks(lc)
-            _Request.around(self.function, lc, started).escape(lane.pool, exc)
-            raise
-        finally:
-            watch.forget(lc, None)
-            _current.reset(token)
-        if error is None and not lc._timed_out and ctx._tmp is None:
-            # (Kept in the recent invocations of the stats: it must not keep the server's objects alive.)
-            lc._task = lc._send = None  # type: ignore[assignment]
-            lane.recorder.record(lc, started, monotonic(), None, False)
-            lane.pool.release_shared(ctx)
-            return
-        await self._end(_Request.around(self.function, lc, started), lane.pool, error)
-
-    async def _general(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A request off the lane: through the pool (which may create a context or throttle), on
-        any loop; it opens the lane for the requests after it when the function fits."""
-        function = self.function
-        try:
-            pool = function.loop_pool()
-        except RuntimeError:  # no asyncio loop runs here: trio (or another anyio backend)
-            pool = None
-        if pool is None:  # (outside the `except`: the app's exceptions must not chain to that one)
-            await self._portable(scope, receive, send)
-            return
-        ctx = pool.take()
-        cold = False
-        request_id = None
-        if ctx is None:
-            request_id = new_request_id()
-            try:
-                ctx, cold = await pool.aacquire(request_id)
-            except (TooManyRequests, FunctionError) as exc:
-                await refuse(send, exc, request_id)
+                loop_pool: Pool | None = self.function.loop_pool()
+            except RuntimeError:  # no asyncio loop runs here: trio (or another anyio backend)
+                loop_pool = None
+            if loop_pool is None:  # (outside the `except`: the app's exceptions must not chain to that one)
+                await self._portable(scope, receive, send)
                 return
-        request = _Request(function, ctx, request_id, cold, None)
+            pool = loop_pool
+            taken = await self._take(pool, send, pool.aacquire)
+            if taken is None:  # refused: 429, or 502 after a failed INIT
+                return
+            request = _Request(self.function, *taken, None)
+            ctx, lc, started = request.ctx, request.lc, request.started
         task = pool.current_task(pool.loop)  # type: ignore[arg-type]  # (a loop's pool)
         assert task is not None
-        lc = request.lc
-        lc._follow(send, task, request if request.ceiling is not None else None)
+        lc._follow(send, task, request if request is not None and request.ceiling is not None else None)
         ctx._serial += 1  # a new invocation: resources are checked again at their first use
         ctx.invocations += 1
         scope[SCOPE_KEY] = lc
@@ -200,14 +151,40 @@ class ASGIMiddleware:
             task.uncancel()
         except BaseException as exc:  # KeyboardInterrupt, SystemExit...: passed on as without lambdify
             cancel_stray_tasks(lc)
-            request.escape(pool, exc)
+            (request or _Request.around(self.function, lc, started)).escape(pool, exc)
             raise
         finally:
-            watch.discard(lc)
+            watch.forget(lc, None)
             _current.reset(token)
-        if _Lane.fits(function, pool) and (self._lane is None or self._lane.pool is not pool or self._lane.ctx.retired):
-            self._lane = _Lane(function, pool, ctx)
+        if request is None:
+            if error is None and not lc._timed_out and ctx._tmp is None:
+                # (Kept in the recent invocations of the stats: it must not keep the server's objects alive.)
+                lc._task = lc._send = None  # type: ignore[assignment]
+                self.function.recorder.record(lc, started, monotonic(), None, False)
+                pool.release_shared(ctx)
+                return
+            request = _Request.around(self.function, lc, started)
+        elif _Lane.fits(self.function, pool) and (lane is None or lane.pool is not pool or lane.ctx.retired):
+            self._lane = _Lane(self.function, pool, ctx)  # the requests after this one take the lane
         await self._end(request, pool, error)
+
+    @staticmethod
+    async def _take(
+        pool: Pool, send: Send, acquire: Callable[[str], Awaitable[tuple[ExecutionContext, bool]]]
+    ) -> tuple[ExecutionContext, str | None, bool] | None:
+        """A request off the lane: (a context from the pool, the request id if one was made, whether
+        it was a cold start). The pool may create one, queue the request or throttle it: then the
+        request is answered here and None returned."""
+        ctx = pool.take()
+        if ctx is not None:
+            return ctx, None, False
+        request_id = new_request_id()
+        try:
+            ctx, cold = await acquire(request_id)
+        except (TooManyRequests, FunctionError) as exc:
+            await refuse(send, exc, request_id)
+            return None
+        return ctx, request_id, cold
 
     @staticmethod
     async def _end(request: _Request, pool: Pool, error: BaseException | None) -> None:
@@ -264,18 +241,11 @@ class ASGIMiddleware:
 
         function = self.function
         pool = function.portable_pool()
-        ctx = pool.take()
-        cold = False
-        request_id = None
-        if ctx is None:
-            request_id = new_request_id()
-            try:
-                ctx, cold = await acquire(function, pool, request_id)
-            except (TooManyRequests, FunctionError) as exc:
-                await refuse(send, exc, request_id)
-                return
-        invocation = _Invocation(function, ctx, request_id, cold, None)
-        lc = invocation.lc
+        taken = await self._take(pool, send, functools.partial(acquire, function, pool))
+        if taken is None:
+            return
+        invocation = _Invocation(function, *taken, None)
+        ctx, lc = invocation.ctx, invocation.lc
         scope[SCOPE_KEY] = lc
         ctx._serial += 1
         ctx.invocations += 1

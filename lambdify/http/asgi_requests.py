@@ -105,17 +105,13 @@ class _Lane:
     general way, through `_Invocation.around`.
     """
 
-    __slots__ = ("ctx", "current_task", "loop", "pool", "recorder", "running", "thread", "timeout", "watch")
+    __slots__ = ("ctx", "pool", "running", "thread", "timeout")
 
     def __init__(self, function: Engine, pool: Pool, ctx: ExecutionContext) -> None:
         self.pool = pool
         self.ctx = ctx
-        self.loop = pool.loop
-        self.thread = pool.thread
-        self.running = pool.loop_running
-        self.current_task = pool.current_task
-        self.watch = pool.watch
-        self.recorder = function.recorder
+        self.thread = pool.thread  # (its loop runs in this thread...)
+        self.running = pool.loop_running  # (... while this says so)
         self.timeout = function.config.timeout
 
     @staticmethod
