@@ -29,7 +29,7 @@ from ..core import marshal as _json
 from ..core.background import install_task_factory
 from ..core.context import ExecutionContext
 from ..core.current import _current
-from ..core.engine import Engine, is_async
+from ..core.engine import Counters, Engine, is_async
 from ..core.errors import FunctionError
 from ..core.logs import logger
 from ..core.payload import MAX_RESPONSE
@@ -107,12 +107,16 @@ class LambdaHandler:
         self._target = target
         self._asgi = is_asgi
         self._on_event_async = on_event is not None and is_async(on_event)
+        self._target_is_coroutine = is_async(target)
         self._ctx: ExecutionContext | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lifespan: Lifespan | None = None
         self._cold = True
         self._closed = False
         self._timeout = function.config.timeout
+        counters = Counters()  # (invocations that went well, counted here: Lambda calls from one thread)
+        function.count_pool(counters)
+        self._counts = counters.counts
         _handlers.add(self)
         if _on_aws():
             self._init()  # Lambda's INIT phase: the module is being imported by the runtime
@@ -221,7 +225,7 @@ class LambdaHandler:
         except BaseException as exc:
             self.function.invoked(cold, exc, None)
             raise
-        self.function.invoked(cold, None, None)
+        self._counts["cold_starts" if cold else "warm_starts"] += 1
         return result
 
     def _serve_asgi(self, source: str, event: dict[str, Any], aws_context: Any, lc: LambdaContext) -> Any:
@@ -241,7 +245,21 @@ class LambdaHandler:
         token = _current.set(lc)
         run = contextvars.copy_context()
         _current.reset(token)
-        error = run_task(loop, self._run_asgi(scope, cycle, lc), run)
+        if self._target_is_coroutine:  # (the app's own coroutine is the task: no coroutine of ours around it)
+            app = self._target(scope, cycle.receive, cycle.send)
+        else:  # (an app that is a plain callable runs in the task too, as a server would run it)
+            app = _awaited_call(self._target, scope, cycle.receive, cycle.send)
+        error: Exception | None = None
+        try:
+            run_task(loop, app, run)
+        except Exception as exc:
+            error = exc
+        if not cycle.done:
+            cycle.end()
+        if lc._deferred or lc._tasks:
+            run_task(loop, _flush(lc), run)
+        else:
+            lc._done = True
         if error is not None:
             if not cycle.done:
                 raise error  # Lambda reports it; the service answers 502
@@ -256,20 +274,6 @@ class LambdaHandler:
         else:
             result = lambda_result(source, status, cycle.headers, body)
         return _checked(source, result, lc)
-
-    async def _run_asgi(self, scope: dict[str, Any], cycle: _Cycle, lc: LambdaContext) -> BaseException | None:
-        error: Exception | None = None
-        try:
-            await self._target(scope, cycle.receive, cycle.send)
-        except Exception as exc:
-            error = exc
-        if not cycle.done:
-            cycle.end()
-        if lc._deferred or lc._tasks:
-            await _flush(lc)
-        else:
-            lc._done = True
-        return error
 
     def _serve_wsgi(self, source: str, event: dict[str, Any], aws_context: Any, lc: LambdaContext) -> Any:
         scope, body = asgi_scope(source, event)
@@ -340,6 +344,10 @@ class LambdaHandler:
 
 
 _CHECK_SIZE_FROM = MAX_RESPONSE // 8  # (base64 makes a body 4/3 longer; JSON escapes at most 6x)
+
+
+async def _awaited_call(app: Any, *args: Any) -> Any:
+    return await app(*args)
 
 
 def _checked(source: str, result: dict[str, Any], lc: LambdaContext) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from .errors import TooManyRequests, failure_counter
 from .invoke_portable import in_thread, on_asyncio
 from .logs import logger
 from .memory import apply_memory_backstop
-from .pool import Pool
+from .pool import INVOCATION_COUNTERS, Pool
 from .recorder import Recorder, context_entry, state_of, worker_peak_mb
 from .registry import register
 from .restart import request_restart
@@ -88,6 +88,19 @@ def is_async(target: Any) -> bool:
     return bool(code is not None and code.co_flags & _CO_COROUTINE)
 
 
+class Counters:
+    """Invocation counters kept by one thread without a lock (as a loop's pool keeps its own), added
+    up by `Engine.stats()`: the runtime thread's under `lambda_handler`."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(INVOCATION_COUNTERS, 0)
+
+    def finished(self) -> bool:
+        return False
+
+
 class Engine:
     """One function's handler, config and isolation backend, its pools (one per event loop, one
     for sync callers, one for the main thread) and its counters."""
@@ -113,7 +126,7 @@ class Engine:
         # Each pool counts its invocations under its own lock (the one it takes to release a
         # context anyway); stats() adds them up. A closed pool is folded into `_stats` once it
         # holds no context (no release can come after that), so pools of closed loops do not pile up.
-        self._counting: list[Pool] = []
+        self._counting: list[Pool | Counters] = []
         self._abandoned_alive = 0
         self.unhealthy: str | None = None
         self.arn = function_arn(config.name)
@@ -325,7 +338,7 @@ class Engine:
             if failure is not None:
                 self._stats[failure_counter(failure, status)] += 1
 
-    def count_pool(self, pool: Pool) -> None:
+    def count_pool(self, pool: Pool | Counters) -> None:
         """Register a new pool's counters (and fold those of finished pools into the totals)."""
         with self._stats_lock:
             counting = []

@@ -313,3 +313,39 @@ def test_init_on_aws_runs_at_construction(monkeypatch: pytest.MonkeyPatch, recor
         assert record["shutdowns"] == 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_counts_and_an_app_that_is_a_plain_callable() -> None:
+    # An ASGI app whose __call__ is a plain function returning the inner app's coroutine (a
+    # hand-written wrapper): it runs in the event's task, with the loop running, as under a server.
+    seen: dict[str, Any] = {}
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        seen["loop"] = asyncio.get_running_loop()
+        seen["task"] = asyncio.current_task()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"Content-Type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"plain"})
+
+    class Wrapper:
+        def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+            seen["running_at_call"] = asyncio.get_running_loop()
+            return inner(scope, receive, send)
+
+    handler = lambda_handler(ASGIMiddleware(Wrapper()), name="plain_callable")
+    try:
+        for _ in range(3):
+            result = handler(http_event("v2"), AwsContext())
+            assert (result["statusCode"], result["body"], result["headers"]["content-type"]) == (
+                200,
+                "plain",
+                "text/plain",
+            )
+        assert seen["loop"] is seen["running_at_call"] and seen["task"] is not None
+        with pytest.raises(FunctionError):
+            handler(SQS_EVENT, AwsContext())  # not HTTP, no on_event: counted as an error
+        stats = handler.function.stats()
+        assert (stats["invocations"], stats["cold_starts"], stats["warm_starts"], stats["errors"]) == (4, 1, 3, 1)
+    finally:
+        handler.shutdown()

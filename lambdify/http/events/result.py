@@ -75,8 +75,9 @@ def v2_result(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> d
     """`lambda_result("v2", ...)`, called directly (every event of an HTTP API or Function URL)."""
     single: dict[str, str] = {}
     cookies: list[str] = []
+    names = _NAMES
     for raw_name, raw_value in headers:
-        name = raw_name.decode("latin-1").lower()
+        name = names.get(raw_name) or _name(raw_name)
         value = raw_value.decode("latin-1")
         if name == "set-cookie":
             cookies.append(value)
@@ -93,6 +94,16 @@ def v2_result(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> d
 def _body(body: bytes, headers: dict[str, list[str]]) -> tuple[str, bool]:
     content_type = headers.get("content-type")
     return _text_or_base64(body, content_type[-1] if content_type else None, headers)
+
+
+_NAMES: dict[bytes, str] = {}  # a response header name -> its text in lower case (an app sends a few)
+
+
+def _name(raw: bytes) -> str:
+    name = raw.decode("latin-1").lower()
+    if len(_NAMES) < 256:
+        _NAMES[raw] = name
+    return name
 
 
 _TEXTUAL: dict[str | None, bool] = {}  # content type -> whether its bodies go as text (an app uses a few)
