@@ -33,10 +33,20 @@ _token = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-zA-Z]+").fullmatch
 
 # The result reaches the service as JSON, so what json.dumps accepts as an object, array, string
 # or number counts as one here (a defaultdict, a tuple, HTTPStatus.OK).
+_NAMES: dict[str, str] = {}  # header names found valid -> in lower case (a handler sends a few)
+
+
 def _name(name: object) -> str:
+    if type(name) is str:
+        known = _NAMES.get(name)
+        if known is not None:
+            return known
     if not isinstance(name, str) or not _token(name):
         raise BadResponse(f"invalid header name {name!r}")
-    return name.lower()
+    lowered = name.lower()
+    if len(_NAMES) < 512:
+        _NAMES[name] = lowered
+    return lowered
 
 
 def _value(value: object) -> bytes:
