@@ -6,11 +6,14 @@ app = FastAPI()
 app.add_middleware(ASGIMiddleware, timeout=10, init=setup)
 ```
 
-Pure ASGI. The fast path adds one pool hand-out, one timer and one ContextVar to a request.
-At the deadline the middleware answers 504 itself if the app has not started its response
-(a sync endpoint stuck in a thread pool cannot be cancelled, so waiting for it is not an
-option); if the response had started, the app is cancelled and the connection is closed, so
-that no half-sent body passes for a complete one.
+Pure ASGI. A request adds one LambdaContext, a deadline entry and the ContextVar; on the shared
+context's lane (`asgi_requests._Lane`, after the first request on a loop) nothing more while it
+goes well: no pool hand-out, one stats record and a short release at its end.
+
+At the deadline the middleware answers 504 itself if the app has not started its response (a
+sync endpoint stuck in a thread pool cannot be cancelled, so waiting for it is not an option);
+if the response had started, the app is cancelled and the connection is closed, so that no
+half-sent body passes for a complete one.
 """
 
 from __future__ import annotations
