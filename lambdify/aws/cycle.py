@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from ..core.background import _run_deferred, await_stray_tasks
+from ..core import background
 
 if TYPE_CHECKING:
     import asyncio
@@ -71,15 +71,7 @@ async def _inline(call: Callable[[], Any]) -> Any:
 
 async def flush(lc: LambdaContext) -> None:
     """Deferred work in order (sync items inline: this thread is the environment's), then stray tasks."""
-    ctx = lc.execution
-    while True:
-        await _run_deferred(ctx, lc, _inline)
-        if not lc._tasks:
-            break
-        await await_stray_tasks(ctx, lc)
-        if not lc._deferred:
-            break
-    lc._done = True
+    await background.flush(lc.execution, lc, _inline)
 
 
 async def awaited(awaitable: Any) -> Any:

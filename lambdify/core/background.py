@@ -129,10 +129,13 @@ async def _run_deferred(
             _failed(ctx, lc, _describe(item), exc)
 
 
-async def flush(ctx: ExecutionContext, lc: LambdaContext) -> None:
-    """Run deferred work (sync items on the context's thread, async ones here), then stray tasks."""
+async def flush(
+    ctx: ExecutionContext, lc: LambdaContext, call_sync: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None
+) -> None:
+    """Run deferred work (sync items through `call_sync`, on the context's thread by default; async
+    ones here), then stray tasks."""
     while True:
-        await _run_deferred(ctx, lc, ctx.acall)
+        await _run_deferred(ctx, lc, ctx.acall if call_sync is None else call_sync)
         if not lc._tasks:
             break
         await await_stray_tasks(ctx, lc)

@@ -26,14 +26,12 @@ class DeadlineWatch(housekeeping.Chore):
     keep coming, the thread wakes about once per timeout, not per request.
     """
 
-    __slots__ = ("_entries", "_loop", "forget")
+    __slots__ = ("_entries", "_loop")
 
     def __init__(self, loop: Any) -> None:
         super().__init__()
         self._loop = loop
         self._entries: dict[Expiring, float] = {}
-        #: `forget(item, None)`: `discard` as the dict's own method, for a hot path (no call of ours).
-        self.forget = self._entries.pop
 
     def add(self, item: Expiring, deadline: float) -> None:
         """Call `item.expire()` on the loop once `time.monotonic()` passes `deadline`."""

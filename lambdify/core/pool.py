@@ -244,19 +244,6 @@ class Pool(ColdStarts, Retirement):
 
     # -- giving contexts back -------------------------------------------------------------
 
-    def release_shared(self, ctx: ExecutionContext) -> None:
-        """End a warm invocation that went well on a loop's shared context (`concurrency=None`),
-        which stays in `_partial` whether busy or idle: a middleware's fast path."""
-        if not (self._waiters or self.closed or ctx.retired) and (ctx.active > 1 or not ctx.provisioned):
-            self.counts["warm_starts"] += 1
-            ctx.active = active = ctx.active - 1
-            if not active:
-                ctx.idle_since = now = time.monotonic()
-                if now + self._idle_for < self._reaper.due:
-                    housekeeping.schedule(self._reaper, now + self._idle_for)
-            return
-        self.release(ctx, None, "warm_starts")
-
     def release(
         self, ctx: ExecutionContext, retire: str | None = None, started: str | None = None, failed: str | None = None
     ) -> None:

@@ -157,14 +157,14 @@ class ASGIMiddleware:
             (request or _Request.around(self.function, lc, started)).escape(pool, exc)
             raise
         finally:
-            watch.forget(lc, None)
+            watch.discard(lc)
             _current.reset(token)
         if request is None:
             if error is None and not lc._timed_out and ctx._tmp is None:
                 # (Kept in the recent invocations of the stats: it must not keep the server's objects alive.)
                 lc._task = lc._send = None  # type: ignore[assignment]
                 self.function.recorder.record(lc, started, monotonic(), None, False)
-                pool.release_shared(ctx)
+                pool.release(ctx, None, "warm_starts")
                 return
             request = _Request.around(self.function, lc, started)
         elif _Lane.fits(self.function, pool) and (lane is None or lane.pool is not pool or lane.ctx.retired):
