@@ -169,7 +169,14 @@ class _Handoff:
         self.done.acquire()
 
     def start(self) -> None:  # (on the loop)
-        self.task = self.loop.create_task(self.run())
+        loop = self.loop
+        ready = getattr(loop, "_ready", None)  # (asyncio's own loops; uvloop's has no such queue)
+        queued = len(ready) if ready is not None else -1
+        self.task = loop.create_task(self.run())
+        if queued >= 0 and len(ready) == queued + 1:  # type: ignore[arg-type]
+            # The task's first step, queued just now, runs here, as the loop's next turn would have
+            # run it: a warm invocation that never waits is done within this one turn of the loop.
+            ready.pop()._run()  # type: ignore[union-attr]
 
     async def run(self) -> None:
         # The caller is woken from within the task as it ends (a done callback would wait for

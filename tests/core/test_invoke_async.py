@@ -85,3 +85,51 @@ def test_an_invoke_from_inside_an_invocation_is_not_its_background_work(function
     functions += [inner, outer]
     assert outer.invoke({}) == "inner"
     assert outer.stats()["errors"] == 0 and inner.stats()["invocations"] == 1
+
+
+def test_the_handler_runs_as_its_own_task_whether_or_not_it_waits(functions: list[Function[Any]]) -> None:
+    # The task's first step is taken right where the loop receives the call: the rest must be
+    # the loop's usual work (the same task after an await, child tasks waited for, the
+    # caller's context variables not leaking in, concurrent callers each answered).
+    import asyncio
+    import contextvars
+    import threading
+
+    seen: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="unset")
+
+    @handler(name="steps", concurrency=4)
+    async def steps(event: Any, context: LambdaContext) -> Any:
+        first = asyncio.current_task()
+        assert first is not None
+        before = seen.get()
+        seen.set("handler's")
+        if event.get("wait"):
+            await asyncio.sleep(0.01)
+        finished: list[int] = []
+
+        async def child() -> None:
+            await asyncio.sleep(0.01)
+            finished.append(event["n"])
+
+        asyncio.get_running_loop().create_task(child())  # background work of this invocation
+        context.defer(lambda: None)
+        return {"same_task": asyncio.current_task() is first, "seen": before, "n": event["n"], "finished": finished}
+
+    functions.append(steps)
+    seen.set("caller's")
+    for wait in (False, True):
+        result = steps.invoke({"n": 0, "wait": wait})
+        assert result["same_task"] and result["seen"] == "unset" and result["n"] == 0
+        assert result["finished"] == [0]  # invoke() returned after the child task, not before
+    results: list[Any] = []
+    callers = [
+        threading.Thread(target=lambda n=n: results.append(steps.invoke({"n": n, "wait": n % 2}))) for n in range(8)
+    ]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert sorted(result["n"] for result in results) == list(range(8))
+    assert all(result["finished"] == [result["n"]] for result in results)
+    stats = steps.stats()
+    assert stats["invocations"] == 10 and stats["errors"] == 0 and stats["deferred_errors"] == 0
