@@ -253,7 +253,9 @@ class ExecutionContext:
                 _log_hook_failure(self, call)
         self._remove_scratch()
         if self._private_loop is not None and worker is not None:
-            await self.acall(self._close_private_loop)
+            # Closed on its thread after what runs there, and not awaited: a caller cancelled
+            # meanwhile (the loop shutting down) would otherwise interrupt the close halfway.
+            self.worker.submit(self._close_private_loop)
         else:
             self.release_private_loop()
 

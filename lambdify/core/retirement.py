@@ -159,6 +159,9 @@ class Retirement:
                 await ctx.aclose()
             finally:
                 if ctx.has_worker:
+                    # (Cancelled before SHUTDOWN got to its private loop, as when `asyncio.run` ends
+                    # with this task pending: that loop is closed on its thread, after what runs there.)
+                    ctx.worker.submit(ctx.release_private_loop)
                     ctx.worker.stop()
 
         if _running_loop() is loop:
