@@ -102,6 +102,10 @@ async def run_async(
             raise
         cancel_stray_tasks(lc)
         result, error, decided = None, _TimedOut(), False
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit...: passed on unchanged, the context retired
+        cancel_stray_tasks(lc)
+        invocation.escape(pool, exc)
+        raise
     finally:
         _current.reset(token)
     return invocation.finish(pool, result, error, decided=decided)
@@ -185,7 +189,7 @@ class _Handoff:
             self.result = await run_async(*self.args, on_start=self.started)
         except asyncio.CancelledError:  # (cancelled by `cancel()`: the loop was blocked)
             self.error = TooManyRequests("the invocation was cancelled before it ran")
-        except Exception as exc:  # (the caller re-raises it)
+        except BaseException as exc:  # (the caller re-raises it: a SystemExit too, which must not stop this loop)
             self.error = exc
         finally:
             self.done.release()

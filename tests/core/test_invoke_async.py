@@ -133,3 +133,43 @@ def test_the_handler_runs_as_its_own_task_whether_or_not_it_waits(functions: lis
     assert all(result["finished"] == [result["n"]] for result in results)
     stats = steps.stats()
     assert stats["invocations"] == 10 and stats["errors"] == 0 and stats["deferred_errors"] == 0
+
+
+class _Escape(BaseException):
+    """Not an Exception, like KeyboardInterrupt or SystemExit."""
+
+
+@pytest.mark.parametrize("escape", [_Escape, SystemExit], ids=["base-exception", "system-exit"])
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_an_exception_that_is_not_an_exception_passes_through_and_retires_the_context(
+    functions: list[Function[Any]], kind: str, escape: type[BaseException]
+) -> None:
+    # As without lambdify: the caller gets it unchanged, from invoke() and ainvoke() alike; the
+    # context is retired, and lambdify's own loop keeps serving (a SystemExit must not stop it).
+    import asyncio
+
+    def body(event: Any, context: LambdaContext) -> Any:
+        if event.get("escape"):
+            raise escape("out")
+        return context.execution.id
+
+    async def async_body(event: Any, context: LambdaContext) -> Any:
+        return body(event, context)
+
+    fn = handler(name=f"escapes_{kind}")(async_body if kind == "async" else body)
+    functions.append(fn)
+    first = fn.invoke({})
+    with pytest.raises(escape) as raised:
+        fn.invoke({"escape": True})
+    assert raised.type is escape and str(raised.value) == "out"
+    second = fn.invoke({})
+    assert second != first  # a new context: the one it left was retired
+
+    async def from_a_loop() -> Any:
+        with pytest.raises(escape):
+            await fn.ainvoke({"escape": True})
+        return await fn.ainvoke({})
+
+    assert asyncio.run(from_a_loop()) != second
+    stats = fn.stats()
+    assert stats["invocations"] == 5 and stats["errors"] == 2 and stats["contexts_retired"] == 2
