@@ -20,6 +20,8 @@ from .invocation import Ready, _Invocation, _TimedOut, call_handler
 from .invoke_portable import run_portable
 
 if TYPE_CHECKING:
+    from collections import deque
+
     from .engine import Engine
 
 
@@ -174,13 +176,13 @@ class _Handoff:
 
     def start(self) -> None:  # (on the loop)
         loop = self.loop
-        ready = getattr(loop, "_ready", None)  # (asyncio's own loops; uvloop's has no such queue)
-        queued = len(ready) if ready is not None else -1
+        ready: deque[asyncio.Handle] | None = getattr(loop, "_ready", None)  # (asyncio's own loops, not uvloop's)
+        queued = -1 if ready is None else len(ready)
         self.task = loop.create_task(self.run())
-        if queued >= 0 and len(ready) == queued + 1:  # type: ignore[arg-type]
+        if ready is not None and len(ready) == queued + 1:
             # The task's first step, queued just now, runs here, as the loop's next turn would have
             # run it: a warm invocation that never waits is done within this one turn of the loop.
-            ready.pop()._run()  # type: ignore[union-attr]
+            ready.pop()._run()
 
     async def run(self) -> None:
         # The caller is woken from within the task as it ends (a done callback would wait for
