@@ -1,6 +1,7 @@
 """Cold starts of a pool: a new context made and its INIT run (here, or awaited on the pool's
 loop), then handed to the pool; an INIT that fails or passes `init_timeout` becomes the
-`InitError` of the invocation that triggered it, and the context is shut down. `Pool`
+`InitError` of the invocation that triggered it, and the context is shut down (so is one whose
+caller gave up, or whose INIT raised a KeyboardInterrupt or SystemExit, which passes on unchanged). `Pool`
 (pool.py) inherits it.
 """
 
@@ -54,6 +55,9 @@ class ColdStarts:
             self._init_failed(ctx, timeout, request_id, abandoned=ctx.abandon_init(timeout))
         except (Exception, ThreadStartError) as exc:
             self._init_failed(ctx, exc, request_id)
+        except BaseException:  # KeyboardInterrupt, SystemExit... raised by INIT: passed on unchanged
+            self._discard(ctx)
+            raise
         return self._created(ctx)
 
     async def acreate(self, provisioned: bool = False, request_id: str | None = None) -> ExecutionContext:
@@ -68,6 +72,10 @@ class ColdStarts:
             self._init_failed(ctx, exc, request_id)
         except (Exception, ThreadStartError) as exc:
             self._init_failed(ctx, exc, request_id)
+        except BaseException:  # the caller gave up (cancelled), or INIT raised KeyboardInterrupt...
+            ctx.cancel_init()
+            self._discard(ctx)
+            raise
         return self._created(ctx)
 
     def _new_context(self, provisioned: bool) -> ExecutionContext:
@@ -109,12 +117,16 @@ class ColdStarts:
             error = InitError(f"{type(exc).__name__}: {exc}", stack_trace(exc), request_id)
         if abandoned:
             self.function.count_abandoned()
-        self.starting.pop(ctx.id, None)
         self.function.count("init_errors")
         logger.error("INIT failed for %s: %s", self.config.name, error.error_message)
+        self._discard(ctx)
+        raise error from exc
+
+    def _discard(self, ctx: ExecutionContext) -> None:
+        """A context whose INIT did not complete: its place in the pool freed, the context shut down."""
+        self.starting.pop(ctx.id, None)
         with self._lock:
             self._reserved -= 1
             self._pass_room_on()
         ctx.retired = True
         self._shutdown(ctx)
-        raise error from exc
