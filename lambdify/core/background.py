@@ -178,7 +178,12 @@ async def await_stray_tasks(ctx: ExecutionContext, lc: LambdaContext) -> None:
             for task in pending:
                 task.cancel()
         if pending and policy != "warn":
-            await asyncio.wait(pending)
+            try:
+                await asyncio.wait(pending)
+            except asyncio.CancelledError:  # the deadline passed (or the caller went): they go too
+                for task in pending:
+                    task.cancel()
+                raise
         for task in tasks - seen:
             seen.add(task)
             if not task.cancelled() and task.exception() is not None:
