@@ -133,7 +133,12 @@ class ExecutionContext:
 
     def run_coroutine_here(self, awaitable: Awaitable[Any]) -> Any:
         """Run async code of a loop-less context on its private loop (called on its own thread)."""
-        return self._loop_here().run_until_complete(_as_coroutine(awaitable))
+        import asyncio
+
+        loop = self._loop_here()
+        # A Task made here, not by the loop's task factory: that would count it among the tasks
+        # the invocation left running, and its failure twice.
+        return loop.run_until_complete(asyncio.Task(_as_coroutine(awaitable), loop=loop))
 
     def settle(self, value: Any) -> Any:
         """On the context's own thread: a sync result as is, an awaitable run to completion."""
