@@ -82,6 +82,9 @@ class Pool(ColdStarts, Retirement):
         # to `_idle` and back on every request; idle expiry looks for it there.
         self._idle_in_partial = self.config.concurrency != 1 and self.config.isolation == "thread"
         self._contexts: dict[str, ExecutionContext] = {}
+        # Contexts out of `_contexts` whose SHUTDOWN is not in `_closing` yet (a graceful shutdown
+        # waits for these too: a context is always in one of the three until it is closed).
+        self._retiring: set[str] = set()
         self.starting: dict[str, ExecutionContext] = {}  # in INIT, not yet in `_contexts`
         self._reserved = 0
         self._waiters: deque[_Waiter] = deque()
@@ -165,6 +168,7 @@ class Pool(ColdStarts, Retirement):
             expired += shared
         for ctx in expired:
             del self._contexts[ctx.id]
+            self._retiring.add(ctx.id)
             ctx.retired = True
         return expired
 
@@ -290,6 +294,7 @@ class Pool(ColdStarts, Retirement):
                 ctx.retired = True
                 self._partial.pop(ctx.id, None)
                 if ctx.active == 0 and self._contexts.pop(ctx.id, None) is not None:
+                    self._retiring.add(ctx.id)
                     shutdown = True
                     self._pass_room_on()
             elif self._waiters:

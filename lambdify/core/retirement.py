@@ -43,6 +43,7 @@ class Retirement:
     _partial: dict[str, ExecutionContext]
     _idle_in_partial: bool
     _contexts: dict[str, ExecutionContext]
+    _retiring: set[str]
     _waiters: deque[Any]
     _closing: list[Any]
     _reap_scheduled: bool
@@ -125,8 +126,10 @@ class Retirement:
             _thread.start_new_thread(closing.run, ())
         except RuntimeError:  # pragma: no cover - out of threads: here, then
             closing.run()
+            self._retiring.discard(ctx.id)
             return
         self._closing.append(closing)
+        self._retiring.discard(ctx.id)
 
     def _retire_expired(self, expired: list[ExecutionContext]) -> None:
         for ctx in expired:
@@ -135,6 +138,12 @@ class Retirement:
 
     def _shutdown(self, ctx: ExecutionContext, counted: bool = False) -> None:
         """Run SHUTDOWN for a context that left the pool: on its own thread, or on its loop."""
+        try:
+            self._start_shutdown(ctx, counted)
+        finally:
+            self._retiring.discard(ctx.id)  # (its SHUTDOWN is in `_closing` now, or done)
+
+    def _start_shutdown(self, ctx: ExecutionContext, counted: bool) -> None:
         if not counted:
             self.function.retired(ctx)
         loop = self.loop
@@ -149,6 +158,8 @@ class Retirement:
                     ctx.release_private_loop()
                 else:
                     self._closing.append(closing)
+            elif _running_loop() is not None:  # (another loop runs here: its async hooks need their own)
+                self._close_aside(ctx)
             else:
                 ctx.close_here()
             return
@@ -198,6 +209,7 @@ class Retirement:
             for ctx in idle:
                 ctx.retired = True
                 del self._contexts[ctx.id]
+                self._retiring.add(ctx.id)
             waiters, self._waiters = list(self._waiters), deque()
         housekeeping.schedule(self._reaper, -math.inf)  # (off the schedule: the thread stops once no pool is open)
         self.watch.close()
@@ -209,8 +221,9 @@ class Retirement:
     def pending(self) -> list[str]:
         """What a graceful shutdown still waits for."""
         busy = [f"{ctx!r} (busy)" for ctx in list(self._contexts.values())]  # (another thread may change it)
+        retiring = [f"context {context_id} (retiring)" for context_id in list(self._retiring)]
         closing = [repr(item) for item in self._closing if not _finished(item)]
-        return busy + closing
+        return busy + retiring + closing
 
     def finished(self) -> bool:
         """Closed, and no context left to release: its counters will not change again."""
@@ -219,7 +232,7 @@ class Retirement:
 
     def settled(self) -> bool:
         self._closing = [item for item in self._closing if not _finished(item)]
-        return not self._contexts and not self._closing
+        return not self._contexts and not self._retiring and not self._closing
 
 
 def _finished(item: Any) -> bool:
