@@ -122,6 +122,9 @@ class EmulatedContext(ExecutionContext):
         env.setdefault("AWS_DEFAULT_REGION", env["AWS_REGION"])
         env.setdefault("LAMBDA_TASK_ROOT", os.getcwd())
         env.setdefault("LAMBDA_RUNTIME_DIR", os.getcwd())
+        # What Lambda's Python runtime of this Python's version sets (awslambdaric reads it: on
+        # python3.12+ it polls `next` from a thread, so that SIGTERM reaches the runtime while idle).
+        env.setdefault("AWS_EXECUTION_ENV", f"AWS_Lambda_python{sys.version_info[0]}.{sys.version_info[1]}")
         env.update(
             {
                 "AWS_LAMBDA_RUNTIME_API": address,
@@ -132,7 +135,6 @@ class EmulatedContext(ExecutionContext):
                 "AWS_LAMBDA_LOG_GROUP_NAME": engine.log_group_name,
                 "AWS_LAMBDA_LOG_STREAM_NAME": self.log_stream_name,
                 "AWS_LAMBDA_INITIALIZATION_TYPE": "provisioned-concurrency" if self.provisioned else "on-demand",
-                "AWS_EXECUTION_ENV": "AWS_Lambda_lambdify_emulate",
                 "TZ": ":UTC",
                 "TMPDIR": str(self.tmp),
                 "PYTHONUNBUFFERED": "1",

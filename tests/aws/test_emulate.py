@@ -43,7 +43,8 @@ def handler(event, context):
         block[:: 4096] = b"x" * len(block[:: 4096])
     if "mark" in event:
         pathlib.Path(event["mark"]).write_text(str(os.getpid()))
-    return {"pid": os.getpid(), "remaining": context.get_remaining_time_in_millis()}
+    remaining = context.get_remaining_time_in_millis()
+    return {"pid": os.getpid(), "remaining": remaining, "env": os.environ["AWS_EXECUTION_ENV"]}
 
 
 def json_text(event):
@@ -101,6 +102,7 @@ def test_cold_then_warm_on_one_process_with_tail_logs(client: Any) -> None:
     second, again = _invoke(client, {"n": 2}, LogType="Tail")
     assert first["pid"] == second["pid"]
     assert 0 < first["remaining"] <= 2000  # (Lambda-Runtime-Deadline-Ms is sent)
+    assert first["env"] == f"AWS_Lambda_python{sys.version_info[0]}.{sys.version_info[1]}"  # Lambda's value
     cold, warm = _tail(response), _tail(again)
     assert 'handling {"n": 1}' in cold and "Init Duration:" in cold
     assert 'handling {"n": 2}' in warm and "Init Duration:" not in warm and '"n": 1' not in warm
