@@ -119,6 +119,8 @@ class JsonFormatter(logging.Formatter):
             platform = platform_record(message)
             if platform is not None:
                 kind, body = platform
+                if kind == "platform.runtimeDone":  # (a status other than success comes with the END line)
+                    body["status"] = getattr(record, "lambdify_status", "success")
                 return _encode({"time": _utc(record.created, True), "type": kind, "record": body})
         level = min(50, max(0, record.levelno)) // 10 * 10
         result: dict[str, Any] = {

@@ -73,7 +73,8 @@ def log_end_report(request_id: str, report: str, tail: list[str] | None, enabled
         tail.append(end + "\n")
         tail.append(report + "\n")
     if enabled:
-        logger.info(end)
+        status = report.partition("\tStatus: ")[2]  # (JSON logs: runtimeDone tells it too)
+        logger.info(end, extra={"lambdify_status": status} if status else None)
         logger.info(report)
 
 

@@ -17,14 +17,16 @@ from lambdify.core.json_logs import JsonFormatter, platform_record
 
 SOURCE = """
 import logging
+import time
 
 from lambdify import handler
 
 log = logging.getLogger("app")
 
 
-@handler
+@handler(timeout=1)
 def hello(event, context):
+    time.sleep(event.get("sleep", 0))
     log.info("hello %s", event.get("who"))
     log.debug("not at INFO")
     if event.get("fail"):
@@ -71,6 +73,8 @@ def test_invoke_writes_platform_and_application_records(tmp_path: Path, args: tu
     request_id = start["record"]["requestId"]
     assert report["record"]["requestId"] == request_id
     assert report["record"]["status"] == "success"
+    [done] = _of_type(records, "platform.runtimeDone")
+    assert done["record"] == {"requestId": request_id, "status": "success"}
     metrics = report["record"]["metrics"]
     assert set(metrics) == {"durationMs", "billedDurationMs", "memorySizeMB", "maxMemoryUsedMB", "initDurationMs"}
     assert metrics["billedDurationMs"] >= 1 and metrics["memorySizeMB"] == 128 and metrics["maxMemoryUsedMB"] >= 1
@@ -99,6 +103,14 @@ def test_an_error_is_one_record_with_the_request_id(tmp_path: Path) -> None:
     [error] = [record for record in records if record.get("level") == "ERROR"]
     assert "ValueError: bad input" in error["message"]
     assert error["requestId"] == report["record"]["requestId"]
+
+
+def test_a_timeout_is_the_status_of_runtime_done_and_report(tmp_path: Path) -> None:
+    status, records = _invoke(tmp_path, env={"AWS_LAMBDA_LOG_FORMAT": "JSON"}, event={"sleep": 3})
+    assert status == 1
+    [done] = _of_type(records, "platform.runtimeDone")
+    [report] = _of_type(records, "platform.report")
+    assert done["record"]["status"] == report["record"]["status"] == "timeout"
 
 
 def test_text_stays_the_default(tmp_path: Path) -> None:
