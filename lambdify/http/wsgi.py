@@ -87,10 +87,13 @@ class _Body:
     invocation when it is garbage-collected (with a warning line), or at interpreter exit.
     """
 
-    __slots__ = ("__weakref__", "_ended")
+    __slots__ = ("__weakref__", "_ended", "_late")
 
     def __init__(self, ctx: ExecutionContext) -> None:
         self._ended = False
+        # What the app's body raised in its close() after it was read to the end: raised by our
+        # close(), which the server calls once it has sent the response, as it would have seen it.
+        self._late: Exception | None = None
         ctx.holder = weakref.ref(self)  # (for the exit hook: see end_at_exit)
 
     def __iter__(self) -> Iterator[bytes]:
@@ -103,6 +106,9 @@ class _Body:
         if not self._ended:
             self._ended = True
             self._end()
+        late, self._late = self._late, None
+        if late is not None:
+            raise late
 
     def _end(self) -> None:
         raise NotImplementedError
@@ -141,16 +147,19 @@ class _Flushing(_Body):
 
     __slots__ = ("_chunks", "_run")
 
-    def __init__(self, chunks: list[bytes], run: SyncRun) -> None:
+    def __init__(self, chunks: list[bytes], run: SyncRun, late: Exception | None = None) -> None:
         self._chunks = chunks
         self._run = run
         super().__init__(run.ctx)
+        self._late = late
 
     def __iter__(self) -> Iterator[bytes]:
         # A generator, not a `__next__` of ours: the chunks are stepped through in C, and reading
         # past the last one ends the invocation.
         yield from self._chunks
-        self.close()
+        if not self._ended:
+            self._ended = True
+            self._end()
 
     def _end(self) -> None:
         error = self._run.settle()

@@ -84,12 +84,18 @@ class WSGIMiddleware:
             return response.body.append  # the legacy write() callable
 
         chunks = self.app(environ, start_response)
+        close = getattr(chunks, "close", None)
         try:
             response.body.extend(chunks)
-        finally:
-            close = getattr(chunks, "close", None)
+        except BaseException:
             if close is not None:
                 close()
+            raise
+        if close is not None:
+            try:
+                close()
+            except Exception as exc:  # (the body is whole: raised as the server closes the response)
+                response.late = exc
         return response
 
     def _hand_off(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -109,19 +115,20 @@ class WSGIMiddleware:
                 return json_response(start_response, 500, "Memory limit exceeded", request_id)
             raise failure.__cause__  # the app's own exception, as the server would have seen it
         start_response(response.status, response.headers, response.exc_info)
-        return _Flushing(response.body, run)
+        return _Flushing(response.body, run, response.late)
 
 
 class _Response:
     """What the wrapped WSGI app produced, collected on the execution context's thread."""
 
-    __slots__ = ("body", "exc_info", "headers", "status")
+    __slots__ = ("body", "exc_info", "headers", "late", "status")
 
     def __init__(self) -> None:
         self.status = "500 Internal Server Error"
         self.headers: list[tuple[str, str]] = []
         self.body: list[bytes] = []
         self.exc_info: Any = None
+        self.late: Exception | None = None  # what the body's close() raised once it was whole
 
 
 class _InlineBody(_Body):
@@ -165,6 +172,7 @@ class _InlineBody(_Body):
         self._chunks: Iterator[bytes] = _EMPTY
         self._first: bytes | None = None  # the body's first chunk, taken within the app's call
         self._ended = False
+        self._late = None
         invocation.ctx.holder = weakref.ref(self)  # (as _Body.__init__ does, one call less)
 
     def _timed_out(self) -> InvocationTimeout:
@@ -221,10 +229,8 @@ class _InlineBody(_Body):
             return self._failed(None)
         if invocation.ceiling is not None and invocation.outcome(None, None) is not None:
             return self._answer_now(500, "Memory limit exceeded")
-        if self._status is not None:  # (the status line, as _send_status sends it)
-            self._sent = True
-            self._write = self._server_start(self._status, self._headers, self._exc_info)
-            self._exc_info = None
+        self._send_status()  # (unless the app's write() sent it already)
+        self._exc_info = None
         return self
 
     @main_thread.shielded
@@ -246,7 +252,10 @@ class _InlineBody(_Body):
         except StopIteration:
             _current.reset(token)
             self._ended = True
-            self._end(entered=True)  # (still inside: the body's close() and the flush are timed too)
+            try:
+                self._end(entered=True)  # (still inside: the body's close() and the flush are timed too)
+            except Exception as exc:  # the app's body failed to close: the server sees it as it closes ours
+                self._late = exc
             raise
         except BaseException as exc:  # noqa: B036 - handled below, then raised on
             main_thread.leave()

@@ -248,3 +248,61 @@ def test_no_timer_is_left_to_go_off_after_exit(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "timer after the request: True" in proc.stdout
     assert "timer at exit: (0.0, 0.0)" in proc.stdout
+
+
+def _serve(app: Callable[..., Any]) -> tuple[list[str], bytes, BaseException | None]:
+    """What a WSGI server does with one request: call, write what comes (write() and the body),
+    then close the body. Returns (the statuses it was given, the bytes, what close() raised)."""
+    from wsgiref.util import setup_testing_defaults
+
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    statuses: list[str] = []
+    written: list[bytes] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if statuses and exc_info is None:
+            raise AssertionError("Response headers already set!")  # (as gunicorn says)
+        statuses.append(status)
+        return written.append
+
+    body = app(environ, start_response)
+    written.extend(body)
+    try:
+        body.close()  # type: ignore[attr-defined]
+    except Exception as exc:
+        return statuses, b"".join(written), exc
+    return statuses, b"".join(written), None
+
+
+@pytest.mark.parametrize("run", PATHS)
+def test_a_body_after_the_legacy_write_callable_is_sent_whole(run: Any) -> None:
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"head;")
+        return [b"tail"]
+
+    middleware = WSGIMiddleware(app, timeout=5)
+    assert run(lambda: _serve(middleware)) == (["200 OK"], b"head;tail", None)
+    assert middleware.function.stats()["errors"] == 0
+    middleware.function.shutdown()
+
+
+@pytest.mark.parametrize("run", PATHS)
+def test_a_body_whose_close_fails_is_sent_whole_and_the_server_sees_the_error(run: Any) -> None:
+    class Body:
+        def __iter__(self) -> Any:
+            return iter([b"hello ", b"world"])
+
+        def close(self) -> None:
+            raise RuntimeError("close failed")
+
+    def app(environ: Any, start_response: Any) -> Body:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Body()
+
+    middleware = WSGIMiddleware(app, timeout=5)
+    statuses, data, error = run(lambda: _serve(middleware))
+    assert (statuses, data) == (["200 OK"], b"hello world")  # as without lambdify: whole, then close() fails
+    assert isinstance(error, RuntimeError) and str(error) == "close failed"
+    middleware.function.shutdown()
