@@ -202,7 +202,9 @@ class ASGIMiddleware:
         try:
             request.finish(pool, None, error)
         except InvocationTimeout:
-            if not lc._answered:
+            # (A response sent whole - the deadline passed in the background work after it - is
+            # not cut: the server would close a connection that may carry the next request.)
+            if not lc._answered and not lc.sent_whole():
                 raise ResponseCutOff(
                     f"RequestId: {lc.aws_request_id} timed out after its response had started"
                 ) from None
@@ -252,10 +254,10 @@ class ASGIMiddleware:
         scope[SCOPE_KEY] = lc
         ctx._serial += 1
         ctx.invocations += 1
-        responding = answered = False
+        responding = answered = whole = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal responding, answered
+            nonlocal responding, answered, whole
             if answered:
                 return
             if not responding and message["type"] == "http.response.start":
@@ -265,6 +267,8 @@ class ASGIMiddleware:
                     await answer_out_of_memory(send, lc.aws_request_id)
                     return
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                whole = True
 
         token = _current.set(lc)
         error: BaseException | None = None
@@ -294,7 +298,7 @@ class ASGIMiddleware:
         try:
             invocation.finish(pool, None, error)
         except InvocationTimeout:
-            if not answered:
+            if not answered and not whole:  # (see _end)
                 raise ResponseCutOff(
                     f"RequestId: {lc.aws_request_id} timed out after its response had started"
                 ) from None

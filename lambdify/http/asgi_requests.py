@@ -74,6 +74,11 @@ class _Call(LambdaContext):
             return sent
         return self._send(message)
 
+    def sent_whole(self) -> bool:
+        """Whether the app's response went out whole (its last body message was sent)."""
+        sent = self._sending
+        return sent is not None and not self._answered and getattr(sent, "cr_frame", None) is None
+
     def expire(self) -> None:
         """At the deadline: answer 504 now if the app has not started its response, and cancel it."""
         self._timed_out = True
