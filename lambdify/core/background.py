@@ -27,8 +27,14 @@ if TYPE_CHECKING:
 
 
 def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
-    """Make `loop` record each task created during an invocation on that invocation (idempotent)."""
+    """Make `loop` record each task created during an invocation on that invocation (idempotent).
+
+    A task the server starts in its own code as the response ends (hypercorn's keep-alive timer)
+    is not the invocation's; it runs in a context without it, so that what it starts later (the
+    timer's wait, after a streamed response) is not taken for the invocation's either.
+    """
     import asyncio
+    import contextvars
 
     previous = loop.get_task_factory()
     if getattr(previous, "_lambdify", False):
@@ -36,32 +42,46 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
     new_task = asyncio.Task
     current = _current.get
 
-    def attribute(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
-        lc = current(None)
-        # (Not one the server starts while it ends the response: that coroutine is running now.)
-        if lc is not None and not lc._done and (lc._sending is None or not getattr(lc._sending, "cr_running", 0)):
-            if lc._tasks is None:
-                lc._tasks = set()
-            lc._tasks.add(task)
+    def servers(lc: LambdaContext) -> bool:
+        """Whether the server's own code runs now: the coroutine of its `send` that ends the response."""
+        return bool(getattr(lc._sending, "cr_running", 0))
+
+    def detached(context: contextvars.Context | None) -> contextvars.Context:
+        context = contextvars.copy_context() if context is None else context.copy()
+        context.run(_current.set, None)  # type: ignore[arg-type]  # (read as outside any invocation)
+        return context
+
+    def attribute(lc: LambdaContext, task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+        if lc._tasks is None:
+            lc._tasks = set()
+        lc._tasks.add(task)
         return task
 
     if previous is None and sys.version_info < (3, 12):
         # (3.11's loops call the factory with `context` only; no **kwargs to build and spread
         # for each of the server's own tasks, one per request, which all come through here.)
         def factory(loop: asyncio.AbstractEventLoop, coro: Any, context: Any = None) -> asyncio.Task[Any]:
-            task = new_task(coro, loop=loop, context=context)
-            if current(None) is None:
-                return task
-            return attribute(task)
+            lc = current(None)
+            if lc is None or lc._done:
+                return new_task(coro, loop=loop, context=context)
+            if servers(lc):
+                return new_task(coro, loop=loop, context=detached(context))
+            return attribute(lc, new_task(coro, loop=loop, context=context))
 
     else:
 
         def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:  # type: ignore[misc]
             # (**kwargs: newer Pythons pass create_task's keyword arguments, `name` among them, through)
+            lc = current(None)
+            server = lc is not None and not lc._done and servers(lc)
+            if server:
+                kwargs["context"] = detached(kwargs.get("context"))
             task: asyncio.Task[Any] = (
                 new_task(coro, loop=loop, **kwargs) if previous is None else previous(loop, coro, **kwargs)  # type: ignore[assignment]
             )
-            return attribute(task)
+            if lc is None or lc._done or server:
+                return task
+            return attribute(lc, task)
 
     factory._lambdify = True  # type: ignore[attr-defined]
     loop.set_task_factory(factory)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import anyio
 from fastapi import BackgroundTasks, FastAPI
+from fastapi.responses import StreamingResponse
 
 from lambdify import ASGIMiddleware, current_context
 
@@ -47,6 +48,16 @@ async def hello():
         "cold": context.cold_start,
         "execution": context.execution.id,
     }
+
+
+@app.get("/stream")
+async def stream():
+    execution = current_context().execution.id
+
+    async def body():
+        yield execution.encode()
+
+    return StreamingResponse(body(), media_type="text/plain")
 
 
 @app.get("/sleep")
@@ -183,6 +194,20 @@ def test_middleware_serves_a_get(middleware_server: Running) -> None:
     # The requests ended with their responses: the context stayed warm, past the 1 s timeout too.
     assert [body["execution"] for body in bodies] == [bodies[0]["execution"]] * 3
     assert [body["cold"] for body in bodies[1:]] == [False, False]
+    assert_no_traceback(middleware_server, since)
+
+
+def test_a_streamed_response_on_a_kept_alive_connection_ends_its_invocation(middleware_server: Running) -> None:
+    # The keep-alive timer hypercorn starts as the response ends is the connection's: neither it
+    # nor what it starts later (its wait, after a streamed response) is the invocation's
+    # background work, so the invocation does not run on to its deadline and reset the context.
+    since = stderr_size(middleware_server)
+    with httpx.Client(timeout=10) as client:
+        streamed = get(middleware_server, client, "/stream")
+        time.sleep(PAST_THE_TIMEOUT)  # the connection idle, within hypercorn's 5 s keep-alive
+        after = get(middleware_server, client, "/hello")
+    assert streamed.status_code == 200 and after.status_code == 200
+    assert after.json()["execution"] == streamed.text  # the context stayed warm
     assert_no_traceback(middleware_server, since)
 
 
