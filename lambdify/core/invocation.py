@@ -166,6 +166,13 @@ class _Invocation:
         self.result, self.failure = result, failure
         return failure
 
+    def cancelled(self, pool: Pool, retire: str | None) -> None:
+        """The caller went away (its task was cancelled) before the invocation ended: it counts as
+        an invocation that ran, and shows as `cancelled` among the recent ones."""
+        self.lc._done = True
+        self.function.recorder.record(self.lc, self.started, time.monotonic(), "cancelled", self.cold)
+        pool.release(self.ctx, retire, "cold_starts" if self.cold else "warm_starts")
+
     def escape(self, pool: Pool, exc: BaseException) -> None:
         """A BaseException that is not an Exception (KeyboardInterrupt, SystemExit, GeneratorExit)
         left the code: end the invocation as failed and retire the context; the caller re-raises `exc`."""

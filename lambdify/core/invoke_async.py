@@ -100,7 +100,7 @@ async def run_async(
             # The caller was cancelled: Lambda would have run on, but this caller is gone.
             cancel_stray_tasks(lc)
             abandoned = ctx.has_worker and ctx.worker.abandoned
-            pool.release(ctx, "its sync code was abandoned" if abandoned else None)
+            invocation.cancelled(pool, "its sync code was abandoned" if abandoned else None)
             raise
         cancel_stray_tasks(lc)
         result, error, decided = None, _TimedOut(), False

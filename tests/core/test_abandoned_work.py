@@ -152,3 +152,27 @@ def test_shutdown_returns_after_the_shutdown_hooks_have_run(functions: list[Func
         context_id = fn.invoke({})
         fn.shutdown()
         assert ran[-1:] == [context_id]
+
+
+def test_an_invocation_whose_caller_was_cancelled_is_counted(functions: list[Function[Any]]) -> None:
+    import lambdify
+
+    @handler(name="cancelled_midway", timeout=5)
+    async def fn(event: Any, context: LambdaContext) -> Any:
+        await asyncio.sleep(event["sleep"])
+        return "ok"
+
+    functions.append(fn)
+
+    async def main() -> None:
+        await fn.ainvoke({"sleep": 0})
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(fn.ainvoke({"sleep": 1}), 0.1)  # ran 0.1 s, then its caller went
+        await fn.ainvoke({"sleep": 0})
+
+    asyncio.run(main())
+    stats = fn.stats()
+    assert (stats["invocations"], stats["cold_starts"], stats["warm_starts"]) == (3, 1, 2)
+    assert stats["errors"] == 0 and stats["timeouts"] == 0
+    recent = lambdify.stats()["cancelled_midway"]["recent"]
+    assert [entry["outcome"] for entry in recent] == ["success", "cancelled", "success"]
