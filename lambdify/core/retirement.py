@@ -148,24 +148,14 @@ class Retirement:
             self.function.retired(ctx)
         loop = self.loop
         if loop is None or loop.is_closed() or (exiting and not loop.is_running()):
-            if ctx.has_worker:
-                closing = ctx.worker.submit(ctx.close_here)
-                ctx.worker.stop()
-                if ctx.worker.abandoned:
-                    # Its thread is still inside handler code: SHUTDOWN runs if and when that returns,
-                    # and the scratch directory goes at exit at the latest. Nobody waits for it.
-                    logger.warning("%r: SHUTDOWN waits for its abandoned thread to return", ctx)
-                    ctx.release_private_loop()
-                else:
-                    self._closing.append(closing)
-            elif _running_loop() is not None:  # (another loop runs here: its async hooks need their own)
-                self._close_aside(ctx)
-            else:
-                ctx.close_here()
+            self._close_off_loop(ctx)
             return
         import asyncio
 
+        begun = []
+
         async def close() -> None:
+            begun.append(True)
             try:
                 await ctx.aclose()
             finally:
@@ -175,10 +165,33 @@ class Retirement:
                     ctx.worker.submit(ctx.release_private_loop)
                     ctx.worker.stop()
 
+        def unless_begun(_task: object) -> None:
+            if not begun:  # the loop ended (`asyncio.run` returning) before the task's first step
+                self._close_off_loop(ctx)
+
         if _running_loop() is loop:
-            self._closing.append(loop.create_task(close()))
+            task = loop.create_task(close())
+            task.add_done_callback(unless_begun)
+            self._closing.append(task)
         else:
             self._closing.append(asyncio.run_coroutine_threadsafe(close(), loop))
+
+    def _close_off_loop(self, ctx: ExecutionContext) -> None:
+        """SHUTDOWN without the pool's loop (none, or it has ended): on the context's thread, or here."""
+        if ctx.has_worker:
+            closing = ctx.worker.submit(ctx.close_here)
+            ctx.worker.stop()
+            if ctx.worker.abandoned:
+                # Its thread is still inside handler code: SHUTDOWN runs if and when that returns,
+                # and the scratch directory goes at exit at the latest. Nobody waits for it.
+                logger.warning("%r: SHUTDOWN waits for its abandoned thread to return", ctx)
+                ctx.release_private_loop()
+            else:
+                self._closing.append(closing)
+        elif _running_loop() is not None:  # (another loop runs here: its async hooks need their own)
+            self._close_aside(ctx)
+        else:
+            ctx.close_here()
 
     def close(self) -> None:
         """Stop handing out contexts and retire the idle ones; busy ones retire when they finish.

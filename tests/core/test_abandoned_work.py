@@ -176,3 +176,28 @@ def test_an_invocation_whose_caller_was_cancelled_is_counted(functions: list[Fun
     assert stats["errors"] == 0 and stats["timeouts"] == 0
     recent = lambdify.stats()["cancelled_midway"]["recent"]
     assert [entry["outcome"] for entry in recent] == ["success", "cancelled", "success"]
+
+
+def test_shutdown_hooks_run_when_a_system_exit_ends_the_loop_of_the_retired_context(
+    functions: list[Function[Any]],
+) -> None:
+    ran: list[str] = []
+
+    def init(ctx: Any) -> None:
+        ctx.on_shutdown(lambda: ran.append("shutdown hook"))
+
+    def stop() -> None:
+        raise SystemExit(3)
+
+    @handler(name="exits_in_deferred", init=init)
+    async def fn(event: Any, context: LambdaContext) -> Any:
+        context.defer(stop)
+        return "ok"
+
+    functions.append(fn)
+    with pytest.raises(SystemExit):
+        asyncio.run(fn.ainvoke({}))  # the retirement's task on that loop never gets to run
+    deadline = time.monotonic() + 5
+    while not ran and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ran == ["shutdown hook"] and fn.stats()["contexts_retired"] == 1
