@@ -106,8 +106,10 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
     def log(self, msg: Any) -> None:
-        """Write `msg` to the function's log (standard output, as on Lambda)."""
-        sys.stdout.write(str(msg))
+        """Write `msg` to the function's log (standard output, as on Lambda), as one line: on Lambda
+        each call is one log event, never run into the next line (END, say) as a partial line would."""
+        text = str(msg)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
     @property
     def resources(self) -> Resources:

@@ -151,3 +151,19 @@ def test_formatter_keeps_extra_fields_and_exceptions() -> None:
     assert out["message"] == "m 1" and out["level"] == "WARNING" and out["order"] == 7
     assert out["errorType"] == "KeyError" and out["stackTrace"]
     assert "requestId" not in out  # outside an invocation
+
+
+def test_context_log_is_one_line_of_its_own(tmp_path: Path) -> None:
+    # Each call is one log event on Lambda: the text never runs into the END line (nor, in JSON
+    # mode, into the runtimeDone record, which must stay a line of JSON of its own).
+    (tmp_path / "fn.py").write_text(
+        "from lambdify import handler\n\n@handler\ndef hello(event, context):\n    context.log('from context.log')\n"
+    )
+    for args in ((), ("--log-format", "json")):
+        result = subprocess.run(
+            [sys.executable, "-m", "lambdify", "invoke", "fn.py:hello", "--event", "-", *args],
+            cwd=tmp_path, input="{}", capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        lines = result.stderr.splitlines()
+        assert "from context.log" in lines, result.stderr
+        assert sum(line.startswith(("END RequestId", '{"time"')) for line in lines) >= 1
