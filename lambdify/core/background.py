@@ -184,6 +184,7 @@ async def await_stray_tasks(ctx: ExecutionContext, lc: LambdaContext) -> None:
 
     policy = ctx._function.config.stray_tasks
     me = asyncio.current_task()
+    loop = asyncio.get_running_loop()
     seen: set[asyncio.Task[Any]] = set()
     while lc._tasks:
         tasks, lc._tasks = lc._tasks, None
@@ -198,8 +199,14 @@ async def await_stray_tasks(ctx: ExecutionContext, lc: LambdaContext) -> None:
             for task in pending:
                 task.cancel()
         if pending and policy != "warn":
+            # Tasks a sync handler left on its thread's own loop (async code it ran there) finish
+            # on that loop, on that thread; the others here.
+            theirs = {task for task in pending if task.get_loop() is not loop}
             try:
-                await asyncio.wait(pending)
+                if theirs:
+                    await ctx.acall(_wait_on_own_loop, ctx, theirs)
+                if pending - theirs:
+                    await asyncio.wait(pending - theirs)
             except asyncio.CancelledError:  # the deadline passed (or the caller went): they go too
                 for task in pending:
                     task.cancel()
@@ -208,6 +215,13 @@ async def await_stray_tasks(ctx: ExecutionContext, lc: LambdaContext) -> None:
             seen.add(task)
             if not task.cancelled() and task.exception() is not None:
                 _failed(ctx, lc, f"task {task.get_name()}", task.exception())  # type: ignore[arg-type]
+
+
+def _wait_on_own_loop(ctx: ExecutionContext, tasks: set[asyncio.Task[Any]]) -> None:
+    """On a context's thread: run its private loop until `tasks` (on that loop) are done."""
+    import asyncio
+
+    ctx.run_coroutine_here(asyncio.wait(tasks))
 
 
 def drop_deferred(lc: LambdaContext, reason: str) -> None:

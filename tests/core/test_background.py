@@ -563,3 +563,31 @@ def test_work_a_stray_task_defers_during_the_flush_runs_before_invoke_returns() 
         fn.shutdown()
 
     assert seen == ["deferred by the task"]
+
+
+def test_tasks_a_sync_handler_leaves_on_its_threads_loop_are_waited_for_from_either_caller() -> None:
+    # Sync code driving async code on its thread's loop (as Mangum-style code does) leaves a task
+    # there: it finishes on that loop, whether the invocation came from invoke() or ainvoke().
+    log: list[str] = []
+
+    async def notify() -> None:
+        await asyncio.sleep(0.05)
+        log.append("notified")
+
+    async def work() -> str:
+        asyncio.get_running_loop().create_task(notify())
+        return "done"
+
+    @handler(name="drives_its_loop", timeout=2)
+    def fn(event: Any, context: LambdaContext) -> Any:
+        return asyncio.get_event_loop().run_until_complete(work())
+
+    try:
+        assert fn.invoke({}) == "done" and log == ["notified"]
+        started = time.monotonic()
+        assert asyncio.run(fn.ainvoke({})) == "done" and log == ["notified", "notified"]
+        assert time.monotonic() - started < 1.5  # not held to the 2 s deadline
+        stats = fn.stats()
+        assert stats["invocations"] == 2 and stats["timeouts"] == 0 and stats["errors"] == 0
+    finally:
+        fn.shutdown()
