@@ -128,7 +128,7 @@ class Retirement:
             closing.run()
             self._retiring.discard(ctx.id)
             return
-        self._closing.append(closing)
+        self._closing_add(closing)
         self._retiring.discard(ctx.id)
 
     def _retire_expired(self, expired: list[ExecutionContext]) -> None:
@@ -172,9 +172,9 @@ class Retirement:
         if _running_loop() is loop:
             task = loop.create_task(close())
             task.add_done_callback(unless_begun)
-            self._closing.append(task)
+            self._closing_add(task)
         else:
-            self._closing.append(asyncio.run_coroutine_threadsafe(close(), loop))
+            self._closing_add(asyncio.run_coroutine_threadsafe(close(), loop))
 
     def _close_off_loop(self, ctx: ExecutionContext) -> None:
         """SHUTDOWN without the pool's loop (none, or it has ended): on the context's thread, or here."""
@@ -187,7 +187,7 @@ class Retirement:
                 logger.warning("%r: SHUTDOWN waits for its abandoned thread to return", ctx)
                 ctx.release_private_loop()
             else:
-                self._closing.append(closing)
+                self._closing_add(closing)
         elif _running_loop() is not None:  # (another loop runs here: its async hooks need their own)
             self._close_aside(ctx)
         else:
@@ -244,8 +244,13 @@ class Retirement:
             return self.closed and not self._contexts
 
     def settled(self) -> bool:
-        self._closing = [item for item in self._closing if not _finished(item)]
-        return not self._contexts and not self._retiring and not self._closing
+        # (Read only: SHUTDOWNs are added from other threads meanwhile, see _closing_add.)
+        return not self._contexts and not self._retiring and all(_finished(item) for item in list(self._closing))
+
+    def _closing_add(self, item: Any) -> None:
+        """Keep a SHUTDOWN under way (what `settled()` waits for), dropping those finished."""
+        with self._lock:
+            self._closing = [*(kept for kept in self._closing if not _finished(kept)), item]
 
 
 def _finished(item: Any) -> bool:
