@@ -55,6 +55,11 @@ class FunctionApp:
             self.functions[name] = function
         if isinstance(max_queued_events, bool) or not isinstance(max_queued_events, int) or max_queued_events < 1:
             raise ValueError(f"max_queued_events must be an integer >= 1, got {max_queued_events!r}")
+        if status and DEFAULT_PATH[1:] in self.functions:
+            raise ValueError(
+                f"a function named {DEFAULT_PATH[1:]!r} would be hidden by the status page at {DEFAULT_PATH}/: "
+                "give it a different name=, or turn the status page off"
+            )
         self.invoke_api = invoke_api
         self.events = EventQueue(max_queued_events)
         self.status = Status() if status else None

@@ -326,7 +326,10 @@ class _WithStatus(ASGIMiddleware):
         if scope["type"] == "http":
             from .status import below
 
-            rest = below(self.status_path, scope["path"])
+            path, root = scope["path"], scope.get("root_path", "")
+            if root and path.startswith(root):  # (mounted, or served with --root-path: the app's own path)
+                path = path[len(root) :]
+            rest = below(self.status_path, path)
             if rest is not None:
                 await self.status.serve(scope, receive, send, rest)
                 return

@@ -131,7 +131,9 @@ class Status:
         if scope["method"] not in ("GET", "HEAD"):
             await _respond(send, scope, 405, b"text/plain", b"Method Not Allowed", [(b"allow", b"GET, HEAD")])
         elif path == "":
-            location = (scope.get("root_path", "") + scope["path"] + "/").encode()
+            root, path_here = scope.get("root_path", ""), scope["path"]
+            # (A mount's `path` holds its `root_path` with Starlette and uvicorn today; not with older servers.)
+            location = ((path_here if root and path_here.startswith(root) else root + path_here) + "/").encode()
             await _respond(send, scope, 307, b"text/plain", b"", [(b"location", location)])
         elif path == "/":
             await _respond(send, scope, 200, b"text/html; charset=utf-8", _page())

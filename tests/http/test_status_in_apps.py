@@ -83,3 +83,42 @@ def test_a_bad_status_path_is_refused_naming_the_option(bad: object) -> None:
         ASGIMiddleware(Starlette(), status_path=bad)
     with pytest.raises(ValueError, match="status_path"):
         WSGIMiddleware(Flask("x"), status_path=bad)
+
+
+@pytest.mark.anyio
+async def test_status_endpoints_below_a_mount_point() -> None:
+    # Mounted (Starlette puts the mount in both `root_path` and `path`): `status_path` is the
+    # wrapped app's own, and the redirect names the mount once.
+    from starlette.routing import Mount
+
+    from lambdify import FunctionApp, handler
+
+    @handler(name="mounted_fn")
+    def fn(event: object, context: object) -> str:
+        return "fn"
+
+    functions = FunctionApp([fn], status=True)
+    sub = Starlette(routes=[Route("/", hello)])
+    sub.add_middleware(ASGIMiddleware, name="mounted_asgi", status_path="/_lambdify")
+    app = Starlette(routes=[Mount("/fns", functions), Mount("/sub", sub)])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.get("/sub/")).text == "hello"
+        assert (await client.get("/sub/_lambdify/stats.json")).json()["functions"]["mounted_asgi"]["invocations"] == 1
+        assert (await client.get("/sub/_lambdify/")).status_code == 200
+        redirect = await client.get("/fns/_lambdify")
+        assert redirect.status_code == 307 and redirect.headers["location"] == "/fns/_lambdify/"
+        assert (await client.get("/fns/_lambdify/", follow_redirects=True)).status_code == 200
+    fn.shutdown()
+
+
+def test_a_function_the_status_page_would_hide_is_refused() -> None:
+    from lambdify import FunctionApp, handler
+
+    @handler(name="_lambdify")
+    def fn(event: object, context: object) -> str:
+        return "hidden"
+
+    with pytest.raises(ValueError, match="hidden by the status page"):
+        FunctionApp([fn], status=True)
+    FunctionApp([fn])  # (no status page: nothing to hide it)
