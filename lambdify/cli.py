@@ -253,6 +253,11 @@ def serve_command(args: argparse.Namespace) -> int:
         return _fail(problem)
     loopback = _is_loopback(args.host)
     status = loopback if args.status is None else args.status
+    if status and "_lambdify" in names:  # (the status page's path: FunctionApp refuses it too)
+        return _fail(
+            "a function named '_lambdify' would be hidden by the status page at /_lambdify/: "
+            "give it a different name=, or pass --no-status"
+        )
     if not loopback:
         _warn_exposed(args.host, "these functions")
         if status:

@@ -87,3 +87,11 @@ def test_serve_without_uvicorn_names_the_extra_to_install(hello: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["lambdify: lambdify serve needs uvicorn: pip install 'lambdify[serve]'"]
+
+
+def test_a_function_the_status_page_would_hide_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "hidden.py").write_text(HELLO.replace("@handler", "@handler(name='_lambdify')"))
+    completed = _lambdify("serve", "hidden.py", "--port", "0", cwd=tmp_path)
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("lambdify: a function named '_lambdify' would be hidden by the status page")
+    assert len(completed.stderr.splitlines()) == 1
