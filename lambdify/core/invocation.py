@@ -18,7 +18,7 @@ from .current import _current
 from .errors import FunctionError, InvocationTimeout, MemoryLimitExceeded, failure_counter, stack_trace
 from .lambda_context import LambdaContext
 from .memory import current_rss_mb, peak_rss_mb
-from .payload import MAX_RESPONSE, ensure_json
+from .payload import MAX_RESPONSE, ensure_json, too_large
 from .restart import request_restart
 from .scratch import over_quota
 
@@ -139,10 +139,7 @@ class _Invocation:
                     logs.log_error(failure, self.lc._log)
                 else:
                     if size > MAX_RESPONSE:
-                        message = (
-                            f"Response payload size ({size} bytes) exceeded maximum allowed payload size "
-                            f"({MAX_RESPONSE} bytes)."
-                        )
+                        message = too_large(size)
                         failure = FunctionError("Function.ResponseSizeTooLarge", message, [], self.lc.aws_request_id)
                         logs.log_error(failure, self.lc._log)
         elif isinstance(error, _TimedOut):

@@ -99,3 +99,8 @@ def check_event(event: Any, limit: int = MAX_REQUEST) -> None:
             f"the event is {size} bytes of JSON, over Lambda's limit of {limit} bytes for a synchronous "
             "invocation (RequestTooLargeException)"
         )
+
+
+def too_large(size: int) -> str:
+    """The message of `Function.ResponseSizeTooLarge` for a result of `size` bytes of JSON."""
+    return f"Response payload size ({size} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE} bytes)."

@@ -23,7 +23,9 @@ from ..core.background import flush_here
 from ..core.current import _current
 from ..core.errors import stack_trace
 from ..core.lambda_context import LambdaContext
+from ..core.marshal import marshal
 from ..core.memory import peak_rss_mb
+from ..core.payload import MAX_RESPONSE, too_large
 from ..core.scratch import over_quota
 from .channel import Channel, ChannelClosed, encode
 
@@ -132,13 +134,15 @@ def child_main(fd: int) -> None:
         die_with_parent()
         channel = Channel(socket.socket(fileno=fd))
         _serve(channel)
-    except (ChannelClosed, KeyboardInterrupt):
+    except (ChannelClosed, KeyboardInterrupt):  # (the server gone, or Ctrl-C in its terminal: quietly)
         pass
+    except SystemExit as exc:  # the handler's sys.exit(n): the runtime exits with n, as on Lambda
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # noqa: B036 - a child must always end through os._exit
         import traceback
 
-        traceback.print_exc()
-        code = 70
+        traceback.print_exc()  # (as Python itself: the traceback, then exit status 1)
+        code = 1
     finally:
         try:
             sys.stdout.flush()
@@ -279,12 +283,32 @@ def _invoke(channel: Channel, ctx: Any, message: dict[str, Any]) -> None:
 
 
 def _send_answer(channel: Channel, reply: dict[str, Any]) -> None:
+    """The answer, or the error Lambda's runtime would give for its result: not JSON, too large
+    (over Lambda's response limit), or out of memory while it is encoded."""
     try:
-        channel.send(reply)
+        data = encode(reply)
     except (TypeError, ValueError) as exc:  # the result is not JSON: as Lambda's MarshalError
-        reply.pop("result", None)
-        reply["error"] = _payload("Runtime.MarshalError", f"Unable to marshal response: {exc}")
-        channel.send(reply)
+        _instead(reply, _payload("Runtime.MarshalError", f"Unable to marshal response: {exc}"))
+    except MemoryError:
+        _instead(reply, _payload("Runtime.OutOfMemory", "MemoryError"))
+        reply["oom"] = True
+        if "done" in reply:
+            reply["done"]["oom"] = True
+    else:
+        if len(data) <= MAX_RESPONSE or "result" not in reply:
+            channel.send_frame(data)
+            return
+        size = len(marshal(reply["result"]))  # (the frame is larger than the result: measure the result)
+        if size <= MAX_RESPONSE:
+            channel.send_frame(data)
+            return
+        _instead(reply, _payload("Function.ResponseSizeTooLarge", too_large(size)))
+    channel.send(reply)
+
+
+def _instead(reply: dict[str, Any], error: dict[str, Any]) -> None:
+    reply.pop("result", None)
+    reply["error"] = error
 
 
 def _payload(error_type: str, message: str, trace: list[str] | None = None) -> dict[str, Any]:

@@ -158,7 +158,7 @@ class ProcessContext(ExecutionContext):
         try:
             self._ready(channel.recv(timeout))
         except ChannelClosed:
-            raise InitError(describe_exit(template.exit_status(self.pid, 2.0)) + " during INIT") from None
+            raise self._died_in_init() from None
 
     async def ainit(self) -> None:
         """`start()` for async callers (the pool bounds it with `init_timeout`)."""
@@ -166,7 +166,12 @@ class ProcessContext(ExecutionContext):
         try:
             self._ready(await channel.arecv())
         except ChannelClosed:
-            raise InitError(describe_exit(template.exit_status(self.pid, 2.0)) + " during INIT") from None
+            raise self._died_in_init() from None
+
+    def _died_in_init(self) -> InitError:
+        # (Its exit status is read, and the child gone: nothing is left to stop at SHUTDOWN.)
+        self.dead = True
+        return InitError(describe_exit(template.exit_status(self.pid, 2.0)) + " during INIT")
 
     def _ready(self, message: dict[str, Any]) -> None:
         if message["op"] == "init_error":

@@ -379,14 +379,16 @@ def crash(event, context):
         os.abort()
     if how == "segv":
         ctypes.string_at(0)
+    if how == "sys.exit":
+        raise SystemExit(4)
     return os.getpid()
 """
 
 
 @pytest.mark.parametrize(
     ("how", "wording"),
-    [("exit", "exit status 3"), ("abort", "aborted"), ("segv", "segmentation fault")],
-    ids=["os._exit(3)", "os.abort()", "NULL-dereference"],
+    [("exit", "exit status 3"), ("abort", "aborted"), ("segv", "segmentation fault"), ("sys.exit", "exit status 4")],
+    ids=["os._exit(3)", "os.abort()", "NULL-dereference", "sys.exit(4)"],
 )
 def test_a_crashing_child_is_an_exit_error_and_is_replaced(load: Load, how: str, wording: str) -> None:
     fn = load(CRASH).crash
@@ -402,7 +404,49 @@ def test_a_crashing_child_is_an_exit_error_and_is_replaced(load: Load, how: str,
     _wait_gone(first)
 
 
+BIG = """
+from lambdify import handler
+
+@handler(isolation="process")
+def big(event, context):
+    return "x" * event["n"]
+"""
+
+
+def test_a_result_over_lambdas_limit_is_a_response_size_error(load: Load) -> None:
+    fn = load(BIG).big
+    assert len(fn.invoke({"n": 1000})) == 1000
+    with pytest.raises(FunctionError) as caught:
+        fn.invoke({"n": 7 << 20})
+    assert caught.value.error_type == "Function.ResponseSizeTooLarge"
+    assert "Response payload size (7340034 bytes) exceeded" in caught.value.error_message
+    assert fn.stats()["errors"] == 1
+    fn.shutdown()
+
+
 # -- INIT failures ----------------------------------------------------------------------------
+
+CRASH_IN_INIT = """
+import os
+from lambdify import handler
+
+def setup(ctx):
+    os._exit(9)
+
+@handler(isolation="process", init=setup, init_timeout=5)
+def crashes_in_init(event, context):
+    return "never"
+"""
+
+
+def test_a_child_that_dies_in_init_is_an_init_error_at_once(load: Load) -> None:
+    fn = load(CRASH_IN_INIT).crashes_in_init
+    started = time.monotonic()
+    with pytest.raises(InitError, match="exit status 9 during INIT"):
+        fn.invoke({})
+    fn.shutdown()
+    assert time.monotonic() - started < 3  # (it used to wait 10 s for the dead child at SHUTDOWN)
+
 
 IMPORT_FAILS_IN_CHILD = """
 import os
