@@ -241,7 +241,7 @@ def serve_command(args: argparse.Namespace) -> int:
     if duplicates:
         return _fail(f"two functions are named {duplicates[0]!r}; give one a different name=")
     if args.isolation == "process" or any(fn.config.isolation == "process" for fn in functions):
-        from .isolation.process import handler_location
+        from .isolation.locating import handler_location
 
         try:
             for function in functions:

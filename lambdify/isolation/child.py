@@ -206,7 +206,7 @@ def _initialise(spec: dict[str, Any]) -> Any:
     from ..core.context import ExecutionContext
     from ..core.engine import Engine
     from ..core.loader import import_file, import_module_named
-    from .process import init_import
+    from .locating import init_import
 
     init_import.module = spec["file"] or spec["module"]
     try:

@@ -28,6 +28,7 @@ from ..core.marshal import to_json
 from ..core.payload import MAX_REQUEST
 from ..core.scratch import make_scratch_dir, remove_scratch_dir, reported_over, watch
 from .channel import Channel, ChannelClosed, frame
+from .locating import handler_location, init_import
 from .template import describe_exit, template
 from .thread import Worker
 
@@ -35,50 +36,6 @@ if TYPE_CHECKING:
     import asyncio
 
     from ..core.engine import Engine
-
-
-class _InitImport:
-    """In an execution-context child: the module that INIT is importing (set by `child.py`).
-
-    A context started from there would import that module again in a new child, which would
-    start another, and so on until the first INIT timed out. It is refused at once instead, and
-    the first child reports why; a script run without a `__main__` guard is the usual cause.
-    """
-
-    module: str | None = None
-    refusal: str | None = None
-
-    def refuse(self, name: str) -> None:
-        if self.module is None:
-            return
-        self.refusal = (
-            f"{name} was invoked while a process-isolated execution context was importing {self.module} "
-            "for INIT: each context imports the handler's module again (as multiprocessing does), so code that "
-            'invokes at module level must run under `if __name__ == "__main__":`'
-        )
-        raise RuntimeError(self.refusal)
-
-
-init_import = _InitImport()
-
-
-def handler_location(function: Engine) -> tuple[str, str | None, str]:
-    """(module, file, qualname) by which a child imports the handler."""
-    owner = function.owner  # (the `Function`, which carries its handler's name and module)
-    module_name = getattr(owner, "__module__", None) or ""
-    qualname = getattr(owner, "__qualname__", None) or function.config.name
-    if "<locals>" in qualname or "<lambda>" in qualname:
-        raise ValueError(
-            f"isolation='process' needs a module-level handler: {module_name}.{qualname} is defined inside a "
-            "function, so a child process cannot import it"
-        )
-    module = sys.modules.get(module_name)
-    file = getattr(module, "__file__", None)
-    if module_name == "__main__" or (module is not None and getattr(module, "__spec__", None) is None):
-        if not file:
-            raise ValueError(f"isolation='process': cannot locate the module of {qualname} for a child to import")
-        return Path(file).stem, file, qualname
-    return module_name, None, qualname
 
 
 class ProcessContext(ExecutionContext):
@@ -205,6 +162,13 @@ class ProcessContext(ExecutionContext):
             except ProcessLookupError:
                 pass
 
+    def died_idle(self) -> bool:
+        """Whether the child died while idle (killed from outside, or with its template)."""
+        if not self.dead and template.has_exited(self.pid):
+            self.dead = True
+            template.exit_status(self.pid, 0)  # (taken: nobody will ask for it)
+        return self.dead
+
     def exit_error(self, request_id: str) -> FunctionError:
         self.dead = True
         return FunctionError("Runtime.ExitError", describe_exit(template.exit_status(self.pid, 2.0)), [], request_id)
@@ -288,13 +252,20 @@ def _done(invocation: Any, message: dict[str, Any]) -> None:
         )
 
 
+_DIED_IDLE: Final = "its process died while idle"
+
+
 def run_sync(function: Engine, event: Any, request_id: str, deadline: float | None = None) -> Any:
     event_text = event_json(event)
     pool = function.pool(None)
-    ctx, cold = pool.take(), False
-    if ctx is None:
-        ctx, cold = pool.acquire(request_id)
-    assert isinstance(ctx, ProcessContext) and ctx.channel is not None
+    while True:
+        ctx, cold = pool.take(), False
+        if ctx is None:
+            ctx, cold = pool.acquire(request_id)
+        assert isinstance(ctx, ProcessContext) and ctx.channel is not None
+        if cold or not ctx.died_idle():
+            break
+        pool.release(ctx, _DIED_IDLE)  # (replaced before the event goes to it: no invocation lost)
     invocation = _Invocation(function, ctx, request_id, cold, deadline)
     invocation.peak_before = float("inf")  # memory_mb is enforced in the child
     invocation.marshal = False  # the result arrived as JSON
@@ -328,10 +299,14 @@ async def run_async(
 
     event_text = event_json(event)
     pool = function.pool(asyncio.get_running_loop())
-    ctx, cold = pool.take(), False
-    if ctx is None:
-        ctx, cold = await pool.aacquire(request_id)
-    assert isinstance(ctx, ProcessContext) and ctx.channel is not None
+    while True:
+        ctx, cold = pool.take(), False
+        if ctx is None:
+            ctx, cold = await pool.aacquire(request_id)
+        assert isinstance(ctx, ProcessContext) and ctx.channel is not None
+        if cold or not ctx.died_idle():
+            break
+        pool.release(ctx, _DIED_IDLE)
     invocation = _Invocation(function, ctx, request_id, cold, deadline, log)
     invocation.peak_before = float("inf")
     invocation.marshal = False

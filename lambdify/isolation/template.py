@@ -117,6 +117,10 @@ class _Template:
             for event in self._exit_events.values():
                 event.set()
 
+    def has_exited(self, pid: int) -> bool:
+        """Whether `pid` is known to be gone: its exit reported, or the template gone (its children with it)."""
+        return pid in self._exits or self._sock is None
+
     def exit_status(self, pid: int, timeout: float) -> int | None:
         event = self._exit_events.setdefault(pid, threading.Event())
         if not event.wait(timeout):

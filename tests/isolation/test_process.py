@@ -891,3 +891,16 @@ def test_a_childs_growth_the_checks_missed_is_logged_by_the_parent_at_retirement
     assert grown["pid"] == first["pid"]
     assert "held 2.0 MB when its context retired, over tmp_mb=1" in caplog.text
     assert not Path(first["tmp"]).exists()
+
+
+def test_a_child_killed_while_idle_is_replaced_before_the_next_event_reaches_it(load: Load) -> None:
+    fn = load(CRASH).crash
+    first = fn.invoke({})
+    os.kill(first, signal.SIGKILL)  # (the kernel's OOM killer, say, picks the idle child)
+    _wait_gone(first, zombie_ok=True)
+    time.sleep(0.2)  # (the template reports the exit)
+    second = fn.invoke({})  # a cold start: no invocation pays for the dead child
+    assert second != first
+    stats = fn.stats()
+    assert stats["errors"] == 0 and stats["cold_starts"] == 2 and stats["contexts_retired"] == 1
+    fn.shutdown()
