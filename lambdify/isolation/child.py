@@ -245,6 +245,7 @@ def _invoke(channel: Channel, ctx: Any, message: dict[str, Any]) -> None:
     ctx.invocations += 1
     token = _current.set(lc)
     pending = True
+    failed = 0  # deferred items that failed, counted by this child's Function (told to the server)
     try:
         reply: dict[str, Any]
         try:
@@ -256,7 +257,9 @@ def _invoke(channel: Channel, ctx: Any, message: dict[str, Any]) -> None:
         pending = bool(lc._deferred or lc._tasks)
         if pending:
             _send_answer(channel, reply)
+            before = ctx._function.stats()["deferred_errors"]
             flush_here(ctx, lc)
+            failed = ctx._function.stats()["deferred_errors"] - before
         else:
             lc._done = True
     finally:
@@ -266,6 +269,8 @@ def _invoke(channel: Channel, ctx: Any, message: dict[str, Any]) -> None:
     done: dict[str, Any] = {"op": "done"}
     if log:
         done["log"] = "".join(log)
+    if failed:
+        done["deferred_errors"] = failed
     if message.get("report", True):
         done["max_memory_mb"] = peak_rss_mb()
     if reply.get("oom"):

@@ -243,6 +243,8 @@ def _done(invocation: Any, message: dict[str, Any]) -> None:
     log = invocation.lc._log
     if log is not None and message.get("log"):
         log.append(message["log"])
+    if message.get("deferred_errors"):  # (logged in the child; counted here, where stats() reads)
+        invocation.function.count("deferred_errors", message["deferred_errors"])
     if message.get("oom"):
         invocation.retire = "out of memory"
     elif invocation.retire is None and "tmp_mb" in message:  # the child found it over quota

@@ -904,3 +904,26 @@ def test_a_child_killed_while_idle_is_replaced_before_the_next_event_reaches_it(
     stats = fn.stats()
     assert stats["errors"] == 0 and stats["cold_starts"] == 2 and stats["contexts_retired"] == 1
     fn.shutdown()
+
+
+DEFERS_FAILING = """
+from lambdify import handler
+
+def boom():
+    raise ZeroDivisionError("deferred boom")
+
+@handler(isolation="process")
+def defers(event, context):
+    context.defer(boom)
+    return "ok"
+"""
+
+
+def test_deferred_work_that_fails_in_the_child_is_counted_by_the_server(load: Load) -> None:
+    import asyncio
+
+    fn = load(DEFERS_FAILING).defers
+    assert fn.invoke({}) == "ok"
+    assert asyncio.run(fn.ainvoke({})) == "ok"
+    assert fn.stats()["deferred_errors"] == 2
+    fn.shutdown()
