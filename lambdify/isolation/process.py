@@ -338,7 +338,7 @@ async def run_async(
         result, error, decided = None, _exit(ctx, request_id), False
     except BaseException:
         ctx.kill()  # the caller was cancelled mid-conversation: the child's state is unknown
-        pool.release(ctx, "its caller was cancelled")
+        invocation.cancelled(pool, "its caller was cancelled")
         raise
     return invocation.finish(pool, result, error, decided=decided)
 

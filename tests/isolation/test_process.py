@@ -927,3 +927,30 @@ def test_deferred_work_that_fails_in_the_child_is_counted_by_the_server(load: Lo
     assert asyncio.run(fn.ainvoke({})) == "ok"
     assert fn.stats()["deferred_errors"] == 2
     fn.shutdown()
+
+
+SLEEPS = """
+import time
+from lambdify import handler
+
+@handler(isolation="process", timeout=5)
+def sleeps(event, context):
+    time.sleep(event["s"])
+    return "done"
+"""
+
+
+def test_an_invocation_whose_caller_was_cancelled_is_counted(load: Load) -> None:
+    import asyncio
+
+    fn = load(SLEEPS).sleeps
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(fn.ainvoke({"s": 0.8}), 0.2)
+
+    asyncio.run(main())
+    stats = fn.stats()
+    assert (stats["invocations"], stats["cold_starts"], stats["errors"]) == (1, 1, 0)
+    assert stats["contexts_retired"] == 1  # (its child was stopped mid-invocation)
+    fn.shutdown()
