@@ -76,6 +76,9 @@ def template_main() -> None:
                 request = _decode(data)
                 pid = os.fork()
                 if pid == 0:
+                    # Its own process group: what the handler starts is stopped, frozen and killed
+                    # with it (set on both sides of the fork, so that neither can be signalled first).
+                    os.setpgid(0, 0)
                     selector.close()
                     control.close()
                     os.close(wake_r)
@@ -84,6 +87,10 @@ def template_main() -> None:
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                     signal.signal(signal.SIGINT, signal.SIG_DFL)
                     child_main(fds[0])
+                try:
+                    os.setpgid(pid, pid)
+                except OSError:  # (it has set it already, or exited)
+                    pass
                 for fd in fds:
                     os.close(fd)
                 control.sendall(encode({"op": "forked", "id": request["id"], "pid": pid})[4:])

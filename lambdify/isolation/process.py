@@ -144,23 +144,17 @@ class ProcessContext(ExecutionContext):
     def kill(self) -> None:
         if not self.dead and self.pid:
             self.dead = True
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _signal_group(self.pid, signal.SIGKILL)
 
     def freeze(self) -> None:
         if not self.frozen and not self.dead and self.pid:
             self.frozen = True
-            os.kill(self.pid, signal.SIGSTOP)
+            _signal_group(self.pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
         if self.frozen:
             self.frozen = False
-            try:
-                os.kill(self.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+            _signal_group(self.pid, signal.SIGCONT)
 
     def died_idle(self) -> bool:
         """Whether the child died while idle (killed from outside, or with its template)."""
@@ -185,6 +179,8 @@ class ProcessContext(ExecutionContext):
             if template.exit_status(self.pid, grace) is None:
                 logger.error("%r did not exit within %g s of SIGTERM; killing it", self, grace)
                 self.kill()
+            else:  # (what the handler started and left running goes with it; the child is reaped)
+                _signal_group(self.pid, signal.SIGKILL, child_too=False)
             self.dead = True
         if self.channel is not None:
             self.channel.close()
@@ -255,6 +251,19 @@ def _done(invocation: Any, message: dict[str, Any]) -> None:
 
 
 _DIED_IDLE: Final = "its process died while idle"
+
+
+def _signal_group(pid: int, sig: int, child_too: bool = True) -> None:
+    """Signal a child's process group (it, and what its handler started), or the child alone if
+    its group is not there (yet: the fork has just happened) and `child_too`."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        if child_too:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
 
 
 def run_sync(function: Engine, event: Any, request_id: str, deadline: float | None = None) -> Any:

@@ -94,6 +94,20 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _running(cmdline: bytes) -> list[int]:
+    """The live processes whose command line is exactly `cmdline` (NUL-separated, as /proc has it)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as file:
+                    if file.read() == cmdline and _state(int(entry)) not in (None, "Z"):
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
 def _wait_state(pid: int, states: set[str | None], timeout: float) -> str | None:
     """Poll until the process is in one of `states` (None: it no longer exists); return the last state."""
     deadline = time.monotonic() + timeout
@@ -954,3 +968,33 @@ def test_an_invocation_whose_caller_was_cancelled_is_counted(load: Load) -> None
     assert (stats["invocations"], stats["cold_starts"], stats["errors"]) == (1, 1, 0)
     assert stats["contexts_retired"] == 1  # (its child was stopped mid-invocation)
     fn.shutdown()
+
+
+STARTS_A_PROCESS = """
+import subprocess
+import time
+from lambdify import handler
+
+@handler(isolation="process", timeout=1)
+def starts(event, context):
+    started = subprocess.Popen(["sleep", "29.123"])  # (a duration no other process uses)
+    if event.get("hang"):
+        time.sleep(5)
+    return started.pid
+"""
+
+
+def test_processes_a_handler_starts_are_frozen_and_end_with_its_context(load: Load) -> None:
+    fn = load(STARTS_A_PROCESS).starts
+    first = fn.invoke({})
+    assert _wait_state(first, {"T"}, 5.0) == "T"  # frozen with the idle child (its process group)
+    with pytest.raises(InvocationTimeout):
+        fn.invoke({"hang": True})  # the timed-out child is killed: what it started, too
+    fn.shutdown()  # SHUTDOWN of the first context: what it started goes with it
+    _wait_gone(first, zombie_ok=True)
+    deadline = time.monotonic() + 5
+    while left := _running(b"sleep\x0029.123\x00"):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert left == []  # none of them outlived its context
