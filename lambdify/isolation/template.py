@@ -52,6 +52,9 @@ class _Template:
             proc = self._proc = subprocess.Popen(
                 [
                     sys.executable,
+                    # The server's own -X/-W options (dev mode, warnings as errors...), as
+                    # multiprocessing passes them on: the handler runs under the same rules.
+                    *subprocess._args_from_interpreter_flags(),  # type: ignore[attr-defined]
                     "-c",
                     "import lambdify; from lambdify.isolation.child import template_main; template_main()",
                     str(theirs.fileno()),

@@ -998,3 +998,28 @@ def test_processes_a_handler_starts_are_frozen_and_end_with_its_context(load: Lo
             break
         time.sleep(0.05)
     assert left == []  # none of them outlived its context
+
+
+FLAGS = """
+import sys
+import warnings
+from lambdify import handler
+
+@handler(isolation="process")
+def flags(event, context):
+    return {"dev_mode": sys.flags.dev_mode, "warnoptions": sys.warnoptions}
+
+if __name__ == "__main__":
+    print(flags.invoke({})["dev_mode"], flags.invoke({})["warnoptions"])
+    flags.shutdown()
+"""
+
+
+def test_the_child_runs_under_the_servers_own_x_and_w_options(tmp_path: Path) -> None:
+    (tmp_path / "flagged.py").write_text(textwrap.dedent(FLAGS))
+    ran = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "flagged.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "True ['default', 'error::ResourceWarning']", ran.stdout
