@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
-import subprocess
-import sys
 import threading
 from typing import Any
+
+from _callgrind import instructions
 
 WARM = 200
 
@@ -50,15 +48,7 @@ def run(which: str, n: int) -> None:
 
 
 def total(which: str, n: int) -> int:
-    out = f"/tmp/invoke_instructions.{which}.{n}.{os.getpid()}.out"
-    subprocess.run(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__, which, "--n", str(n)],
-        check=True, env={**os.environ, "PYTHONHASHSEED": "0"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    with open(out) as f:
-        found = int(re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M).group(1))  # type: ignore[union-attr]
-    os.remove(out)
-    return found
+    return instructions(__file__, which, "--n", str(n))
 
 
 def main() -> None:

@@ -16,9 +16,9 @@ import collections
 import copy
 import itertools
 import os
-import re
-import subprocess
 import sys
+
+from _callgrind import instructions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.join(HERE, "..", "..", "shared", "bench")
@@ -48,16 +48,7 @@ def run(which: str, n: int) -> None:
 
 
 def count(which: str, n: int) -> int:
-    out = f"/tmp/lambda_instructions.{which}.{os.getpid()}.out"
-    subprocess.run(
-        ["valgrind", "--tool=callgrind", "--toggle-collect=map_next", f"--callgrind-out-file={out}",
-         sys.executable, __file__, which, "--n", str(n)],
-        check=True, env={**os.environ, "PYTHONHASHSEED": "0"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    with open(out) as f:
-        total = int(re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M).group(1))  # type: ignore[union-attr]
-    os.remove(out)
-    return total // n
+    return instructions(__file__, which, "--n", str(n), toggle="map_next") // n
 
 
 def main() -> None:

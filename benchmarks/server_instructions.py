@@ -21,10 +21,10 @@ import argparse
 import asyncio
 import collections
 import os
-import re
-import subprocess
 import sys
 from typing import Any
+
+from _callgrind import instructions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.join(HERE, "..", "..", "shared", "bench")
@@ -109,32 +109,8 @@ def serve(variant: str, n: int, conns: int) -> None:
 
 
 def count(variant: str, n: int, conns: int) -> int:
-    out = f"/tmp/server_instructions.{variant}.{os.getpid()}.out"
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--toggle-collect=map_next",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            __file__,
-            variant,
-            "--n",
-            str(n),
-            "--conns",
-            str(conns),
-        ],
-        check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    with open(out) as f:
-        total = int(re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M).group(1))  # type: ignore[union-attr]
-    os.remove(out)
-    requests = max(1, n // conns) * conns
-    return total // requests
+    total = instructions(__file__, variant, "--n", str(n), "--conns", str(conns), toggle="map_next")
+    return total // (max(1, n // conns) * conns)
 
 
 def main() -> None:
