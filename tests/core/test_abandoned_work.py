@@ -13,14 +13,6 @@ import pytest
 from lambdify import Function, InvocationTimeout, LambdaContext, handler
 
 
-@pytest.fixture
-def functions() -> Any:
-    made: list[Function[Any]] = []
-    yield made
-    for fn in made:
-        fn.shutdown()
-
-
 def test_a_cold_start_its_caller_gave_up_on_frees_its_place(functions: list[Function[Any]]) -> None:
     async def init(ctx: Any) -> None:
         await asyncio.sleep(0.3)  # a slow INIT (connecting to a database)

@@ -11,14 +11,6 @@ import pytest
 from lambdify import Function, InvocationTimeout, LambdaContext, TooManyRequests, handler
 
 
-@pytest.fixture
-def functions() -> Any:
-    made: list[Function[Any]] = []
-    yield made
-    for fn in made:
-        fn.shutdown()
-
-
 def test_results_and_errors_come_back_to_the_sync_caller(functions: list[Function[Any]]) -> None:
     @handler(name="echo_async")
     async def echo(event: Any, context: LambdaContext) -> Any:
