@@ -126,9 +126,8 @@ class Retirement:
             _thread.start_new_thread(closing.run, ())
         except RuntimeError:  # pragma: no cover - out of threads: here, then
             closing.run()
-            self._retiring.discard(ctx.id)
-            return
-        self._closing_add(closing)
+        else:
+            self._closing_add(closing)
         self._retiring.discard(ctx.id)
 
     def _retire_expired(self, expired: list[ExecutionContext]) -> None:

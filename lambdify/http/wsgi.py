@@ -103,12 +103,15 @@ class _Body:
         raise NotImplementedError
 
     def close(self) -> None:
-        if not self._ended:
-            self._ended = True
-            self._end()
+        self._end_once()
         late, self._late = self._late, None
         if late is not None:
             raise late
+
+    def _end_once(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._end()
 
     def _end(self) -> None:
         raise NotImplementedError
@@ -157,9 +160,7 @@ class _Flushing(_Body):
         # A generator, not a `__next__` of ours: the chunks are stepped through in C, and reading
         # past the last one ends the invocation.
         yield from self._chunks
-        if not self._ended:
-            self._ended = True
-            self._end()
+        self._end_once()  # (not close(): what the app's close() raised waits for the server's)
 
     def _end(self) -> None:
         error = self._run.settle()
